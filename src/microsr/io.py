@@ -1,0 +1,835 @@
+"""Read and write microscopy images as lazy dask arrays.
+
+Formats: TIFF / OME-TIFF / ImageJ TIFF, OME-Zarr (NGFF 0.4 and 0.5) and PNG/JPEG.
+Every image comes back as an :class:`Image` whose axes are a subset of ``TCZYX`` in
+that order, ending in ``YX``, with the YX pixel size in nanometres when the file
+records one. Writes are atomic (see :func:`atomic_output`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import secrets
+import shutil
+import threading
+import warnings
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import PIL.Image
+import tifffile
+import zarr
+from dask.base import tokenize
+
+from microsr.errors import InputError
+
+__all__ = [
+    "CANONICAL_AXES",
+    "Image",
+    "atomic_output",
+    "check_finite",
+    "read_image",
+    "write_image",
+]
+
+PathLike = str | os.PathLike[str]
+# What each format reader returns: data, the file's axis letters, X / Y / Z sizes in nm.
+_Read = tuple[da.Array, str, float | None, float | None, float | None]
+
+CANONICAL_AXES = "TCZYX"
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+_READ_SUFFIXES = (*_TIFF_SUFFIXES, ".ome.tif", ".ome.tiff", ".zarr", ".ome.zarr", *_PIL_SUFFIXES)
+_WRITE_SUFFIXES = (*_TIFF_SUFFIXES, ".ome.tif", ".ome.tiff", ".zarr", ".ome.zarr", ".png")
+_IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+
+# tifffile's axis letters that have a canonical meaning: S (samples, e.g. RGB) is a
+# channel axis; I and Q are "unknown" stacks, most often a time series or a frame stack.
+_TIFFFILE_AXES = {"S": "C", "I": "T", "Q": "T"}
+
+# Length units as spelled by OME-XML, ImageJ and NGFF, in nanometres.
+_UNIT_NM = {
+    "pm": 1e-3, "picometer": 1e-3,
+    "å": 0.1, "angstrom": 0.1,
+    "nm": 1.0, "nanometer": 1.0,
+    "µm": 1e3, "um": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
+    "mm": 1e6, "millimeter": 1e6,
+    "cm": 1e7, "centimeter": 1e7,
+    "m": 1e9, "meter": 1e9,
+    "in": 2.54e7, "inch": 2.54e7,
+}
+# TIFF ResolutionUnit values (2, 3 standard; 4, 5 tifffile extensions) in nanometres.
+_RESOLUTION_UNIT_NM = {2: 2.54e7, 3: 1e7, 4: 1e6, 5: 1e3}
+# Pixels-per-unit values that image software writes by default, not measurements.
+_DEFAULT_RESOLUTIONS = (1.0, 72.0, 96.0)
+# Larger "pixels" are never microscopy pixels; they come from meaningless defaults.
+_MAX_PIXEL_SIZE_NM = 1e6
+
+# Parts of tifffile's error log messages that mean the file is truncated or corrupt.
+_CORRUPTION_HINTS = ("invalid page offset", "invalid value offset", "corrupted", "failed to reshape")
+
+_OUTPUT_CHUNK = 512  # YX chunk side in written OME-Zarr
+_CHUNK_BYTES = 2**20  # whole small planes are grouped into chunks of about this size
+_BATCH_BYTES = 64 * 2**20  # TIFF writing computes this much at a time
+_MIN_PYRAMID_SIDE = 256
+_MAX_PYRAMID_LEVELS = 5
+
+
+@dataclass(frozen=True)
+class Image:
+    """A lazily loaded image with its axes and physical pixel size.
+
+    Parameters
+    ----------
+    data
+        The pixels. NumPy arrays are wrapped in a dask array.
+    axes
+        One letter per dimension, a subset of ``"TCZYX"`` in that order, ending in ``"YX"``.
+    pixel_size
+        YX pixel size in nanometres, ``None`` when unknown.
+    z_spacing
+        Z step in nanometres, ``None`` when unknown.
+    path
+        The file the image was read from (``None`` for in-memory images).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = Image(np.zeros((3, 64, 64), np.uint16), "ZYX", pixel_size=100.0)
+    >>> image.shape, image.dtype, image.ndim
+    ((3, 64, 64), dtype('uint16'), 3)
+    >>> image.replace(pixel_size=50.0).pixel_size
+    50.0
+    """
+
+    data: da.Array
+    axes: str
+    pixel_size: float | None
+    z_spacing: float | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, da.Array):
+            object.__setattr__(self, "data", da.asarray(self.data))
+        if len(self.axes) != self.data.ndim or not _is_canonical(self.axes):
+            raise ValueError(
+                f"axes {self.axes!r} must be a subset of {CANONICAL_AXES!r} in that order, end in 'YX' "
+                f"and have one letter per dimension of the data (shape {self.data.shape})"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the data."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Data type of the pixels."""
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.data.ndim
+
+    def replace(self, **changes: Any) -> Image:
+        """Return a copy with some fields changed (see :func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: PathLike, *, axes: str | None = None, pixel_size: float | None = None) -> Image:
+    """Open an image file lazily.
+
+    Parameters
+    ----------
+    path
+        A TIFF (``.tif``/``.tiff``, including OME-TIFF and ImageJ TIFF), an OME-Zarr
+        folder (``.zarr``/``.ome.zarr``, NGFF 0.4 or 0.5; level 0 is read) or a PNG/JPEG.
+    axes
+        Overrides the file's axes: one letter from ``TCZYX`` per dimension of the data
+        as stored (after tifffile drops length-1 dimensions), in the stored order.
+        The data is then transposed to canonical order.
+    pixel_size
+        YX pixel size in nanometres; overrides the file's metadata.
+
+    Returns
+    -------
+    Image
+        Data as a dask array in canonical axis order (length-1 dimensions other
+        than Y and X are dropped). RGB samples become a ``C`` axis and tifffile's
+        unknown stack axes (``I``, ``Q``) become ``T``. ``pixel_size`` is ``None`` when
+        the file does not record a meaningful one.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, of an unsupported type, corrupt or truncated, or its
+        axes cannot be interpreted (pass ``axes=``).
+
+    Examples
+    --------
+    >>> image = read_image("cells.tif")  # doctest: +SKIP
+    >>> image.axes, image.pixel_size  # doctest: +SKIP
+    ('ZYX', 100.0)
+    >>> tile = image.data[0, :256, :256].compute()  # doctest: +SKIP
+    """
+    path = Path(path)
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(f"pixel_size={pixel_size!r} for {path}: give a positive number of nanometres.")
+    reader = _reader_for(path)
+    try:
+        data, file_axes, size_x, size_y, z_spacing = reader(path)
+    except InputError:
+        raise
+    except Exception as exc:  # any parser failure means the file cannot be used as it is
+        raise InputError(
+            f"{path}: cannot read this file ({type(exc).__name__}: {exc}). It may be corrupt or "
+            "incomplete; re-export or re-download it."
+        ) from exc
+    data, canonical = _to_canonical(data, axes.upper() if axes else file_axes, path, given=axes is not None)
+    if pixel_size is None:
+        pixel_size = _square_pixel_size(path, size_x, size_y)
+    return Image(data, canonical, float(pixel_size) if pixel_size else None, z_spacing, path)
+
+
+def check_finite(array: np.ndarray | da.Array, name: str) -> None:
+    """Raise :class:`InputError` if ``array`` contains NaN or infinite values.
+
+    Parameters
+    ----------
+    array
+        The data to check (a dask array is computed).
+    name
+        What to call the data in the message, e.g. a file name and tile position.
+
+    Examples
+    --------
+    >>> check_finite(np.ones(3), "tile")
+    >>> check_finite(np.array([1.0, np.nan]), "cells.tif")
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: cells.tif contains NaN or infinite values; replace them (e.g. with 0) before using it
+    """
+    if np.issubdtype(array.dtype, np.inexact) and not bool(np.isfinite(array).all()):
+        raise InputError(f"{name} contains NaN or infinite values; replace them (e.g. with 0) before using it")
+
+
+def _reader_for(path: Path) -> Callable[[Path], _Read]:
+    if not path.exists():
+        raise InputError(f"{path}: file not found. Check the path.")
+    if path.is_dir():
+        if (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
+            return _read_zarr
+        raise InputError(f"{path} is a folder but not an OME-Zarr image; give an image file or an .ome.zarr folder.")
+    suffix = path.suffix.lower()
+    if suffix in _TIFF_SUFFIXES:
+        return _read_tiff
+    if suffix in _PIL_SUFFIXES:
+        return _read_pil
+    raise InputError(
+        f"{path}: unsupported file type {suffix or '(no suffix)'!r}; use one of {', '.join(_READ_SUFFIXES)}."
+    )
+
+
+def _to_canonical(data: da.Array, axes: str, path: Path | None, *, given: bool) -> tuple[da.Array, str]:
+    """Transpose ``data`` with ``axes`` to canonical order and drop length-1 non-YX axes."""
+    letters = axes if given else "".join(_TIFFFILE_AXES.get(letter, letter) for letter in axes)
+    where = f"{path}: " if path else ""
+    if len(letters) != data.ndim:
+        raise InputError(
+            f"{where}axes={axes!r} has {len(axes)} letters but the data has {data.ndim} dimensions "
+            f"(shape {data.shape}); give one letter from {CANONICAL_AXES} per dimension."
+        )
+    if set(letters) - set(CANONICAL_AXES) or len(set(letters)) != len(letters) or not {"Y", "X"} <= set(letters):
+        raise InputError(
+            f"{where}cannot interpret axes {axes!r} (shape {data.shape}); pass axes= (--axes) with one distinct "
+            f"letter from {CANONICAL_AXES} per dimension including Y and X, e.g. "
+            f"axes={CANONICAL_AXES[-data.ndim:]!r}."
+        )
+    order = sorted(range(data.ndim), key=lambda i: CANONICAL_AXES.index(letters[i]))
+    data = data.transpose(order)
+    letters = "".join(letters[i] for i in order)
+    dropped = tuple(i for i in range(data.ndim - 2) if data.shape[i] == 1)
+    return data.squeeze(axis=dropped), "".join(c for i, c in enumerate(letters) if i not in dropped)
+
+
+def _is_canonical(axes: str) -> bool:
+    positions = [CANONICAL_AXES.find(letter) for letter in axes]
+    return axes.endswith("YX") and -1 not in positions and positions == sorted(set(positions))
+
+
+def _square_pixel_size(path: Path, size_x: float | None, size_y: float | None) -> float | None:
+    if size_x is not None and size_y is not None and not math.isclose(size_x, size_y, rel_tol=1e-3):
+        warnings.warn(
+            f"{path}: pixels are not square (X {size_x:g} nm, Y {size_y:g} nm); using the X size.",
+            stacklevel=3,
+        )
+    return size_x if size_x is not None else size_y
+
+
+def _physical_size(value: float | None, unit: str | None) -> float | None:
+    """Convert ``value`` in ``unit`` to nanometres; ``None`` if unknown or implausible."""
+    factor = _UNIT_NM.get(_normalise_unit(unit)) if unit else None
+    if value is None or factor is None or not value > 0:
+        return None
+    size = value * factor
+    return size if size <= _MAX_PIXEL_SIZE_NM else None
+
+
+def _normalise_unit(unit: str) -> str:
+    # ImageJ stores µ as the literal escape "\u00B5"; OME allows the Greek mu as well.
+    return unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ").replace("\u03bc", "µ").lower()
+
+
+# TIFF
+
+_TIFF_OPEN_LOCK = threading.Lock()
+
+
+class _TiffArray:
+    """Array-like view of a TIFF file's first series, for :func:`dask.array.from_array`.
+
+    tifffile's zarr store holds an open file handle and a lock, so it can be neither
+    pickled (spawned worker processes) nor shared with forked ones (they would share
+    the file offset). This wrapper pickles as just the path and opens the file anew
+    in each process. Uncompressed contiguous data is memory-mapped.
+    """
+
+    def __init__(self, path: Path, tif: tifffile.TiffFile) -> None:
+        self.path = path
+        series = tif.series[0]
+        self.shape = tuple(series.shape)
+        self.dtype = np.dtype(series.dtype)
+        self.ndim = len(self.shape)
+        self.axes = series.axes
+        self._pid = os.getpid()
+        self._tif, self._array = self._open(tif)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The file's own tiles/strips (memory-mapped data: planes cut to 1024 x 1024).
+
+        Whole small planes are grouped into chunks of about 1 MiB.
+        """
+        if isinstance(self._array, np.memmap):
+            chunks = tuple(min(n, 1024) if a in "YX" else n if a == "S" else 1 for a, n in zip(self.axes, self.shape))
+        else:
+            chunks = self._array.chunks
+        return _group_small_planes(chunks, self.shape, self.dtype.itemsize, self.axes.find("Y"))
+
+    def _open(self, tif: tifffile.TiffFile) -> tuple[tifffile.TiffFile | None, Any]:
+        """Return the file to keep open (None once memory-mapped) and the array to index."""
+        series = tif.series[0]
+        stored = np.dtype(tif.byteorder + series.dtype.char)
+        if series.dataoffset is not None and stored.isnative:
+            tif.close()
+            return None, np.memmap(self.path, stored, "r", series.dataoffset, self.shape)
+        return tif, zarr.open(tif.aszarr(series=0), mode="r")
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self._pid != os.getpid():
+            with _TIFF_OPEN_LOCK:
+                if self._pid != os.getpid():
+                    self._tif, self._array = self._open(tifffile.TiffFile(self.path))
+                    # Set last: other threads read _array as soon as _pid matches.
+                    self._pid = os.getpid()
+        return np.asarray(self._array[key])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pid": None, "_tif": None, "_array": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_tif", None) is not None:
+            self._tif.close()
+
+
+def _read_tiff(path: Path) -> _Read:
+    with _tifffile_errors(path):
+        tif = tifffile.TiffFile(path)
+        try:
+            _check_complete(path, tif.series[0])
+            sizes = _tiff_pixel_sizes(tif)
+            source = _TiffArray(path, tif)
+        except BaseException:
+            tif.close()
+            raise
+    stat = path.stat()
+    data = da.from_array(
+        source,
+        chunks=source.chunks,
+        name=f"tiff-{tokenize(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}",
+        meta=np.empty((0,) * source.ndim, source.dtype),
+        fancy=False,
+    )
+    return (data, source.axes, *sizes)
+
+
+@contextmanager
+def _tifffile_errors(path: Path) -> Iterator[None]:
+    """Turn tifffile's logged complaints about truncated or corrupt files into an InputError.
+
+    tifffile opens many damaged files without raising; it logs an error and returns
+    fewer pages or a different shape instead.
+    """
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    for record in records:
+        message = record.getMessage()
+        if record.thread == threading.get_ident() and any(hint in message for hint in _CORRUPTION_HINTS):
+            raise InputError(
+                f"{path}: the TIFF file is truncated or corrupt ({message}); re-export or re-download it."
+            )
+
+
+def _check_complete(path: Path, series: tifffile.TiffPageSeries) -> None:
+    """Raise if the pixel data of ``series`` extends beyond the end of its file(s)."""
+    if series.dataoffset is not None:  # contiguous: one check, however many pages
+        end, size = series.dataoffset + series.nbytes, series.parent.filehandle.size
+        if end > size:
+            _raise_truncated(path, end, size)
+        return
+    for page in series.pages:
+        if page is None:
+            continue
+        end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+        size = page.parent.filehandle.size
+        if end > size:
+            _raise_truncated(path, end, size)
+
+
+def _raise_truncated(path: Path, end: int, size: int) -> None:
+    raise InputError(
+        f"{path}: the TIFF file is truncated (its pixel data needs {end} bytes but the file has {size}); "
+        "the copy or download was probably interrupted. Copy or export it again."
+    )
+
+
+def _tiff_pixel_sizes(tif: tifffile.TiffFile) -> tuple[float | None, float | None, float | None]:
+    """(X, Y, Z) sizes in nm from OME-XML, else ImageJ metadata, else TIFF resolution tags."""
+    if tif.is_ome and tif.ome_metadata:
+        sizes = _ome_pixel_sizes(tif.ome_metadata)
+        if sizes[0] is not None or sizes[1] is not None:
+            return sizes
+    page = tif.pages.first
+    resolution = [_rational(page.tags.get(name)) for name in ("XResolution", "YResolution")]
+    imagej = tif.imagej_metadata or {}
+    if imagej.get("unit"):
+        unit = imagej["unit"]
+        x, y = (_physical_size(1 / r, unit) if r else None for r in resolution)
+        return x, y, _physical_size(imagej.get("spacing"), unit)
+    factor = _RESOLUTION_UNIT_NM.get(int(page.resolutionunit))
+    if factor is None:
+        return None, None, None
+    x, y = (_physical_size(factor / r, "nm") if r and r not in _DEFAULT_RESOLUTIONS else None for r in resolution)
+    return x, y, None
+
+
+def _rational(tag: tifffile.TiffTag | None) -> float | None:
+    if tag is None:
+        return None
+    numerator, denominator = tag.value
+    return numerator / denominator if numerator > 0 and denominator > 0 else None
+
+
+def _ome_pixel_sizes(xml: str) -> tuple[float | None, float | None, float | None]:
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:  # broken metadata should not make readable pixels unusable
+        return None, None, None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None, None, None
+
+    def size(axis: str) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        return _physical_size(float(value), pixels.get(f"PhysicalSize{axis}Unit", "µm")) if value else None
+
+    return size("X"), size("Y"), size("Z")
+
+
+def _group_small_planes(chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, y: int) -> tuple[int, ...]:
+    """Extend whole-plane ``chunks`` along the axis before ``y`` (Y) to about 1 MiB.
+
+    Thousands of tiny chunks make dask slow and, in Zarr, thousands of tiny files.
+    Chunks that are tiles of a larger plane are left alone, so reading a tile stays cheap.
+    """
+    if y < 1 or chunks[y:] != shape[y:]:
+        return chunks
+    plane_bytes = math.prod(shape[y:]) * itemsize
+    depth = max(1, min(shape[y - 1], _CHUNK_BYTES // max(1, plane_bytes)))
+    return (*chunks[: y - 1], depth, *chunks[y:])
+
+
+# OME-Zarr
+
+
+def _read_zarr(path: Path) -> _Read:
+    group = zarr.open_group(path, mode="r")
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("ome", attrs).get("multiscales")
+    if not multiscales:
+        raise InputError(
+            f"{path} is a Zarr store without OME-Zarr 'multiscales' metadata; convert it to OME-Zarr "
+            "(NGFF 0.4 or 0.5) or to TIFF."
+        )
+    multiscale = multiscales[0]
+    axes = [a if isinstance(a, str) else a["name"] for a in multiscale["axes"]]
+    units = [None if isinstance(a, str) else a.get("unit") for a in multiscale["axes"]]
+    dataset = multiscale["datasets"][0]
+    scale = np.ones(len(axes))
+    for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", [])):
+        for transform in transforms:
+            if transform.get("type") == "scale":
+                scale *= transform["scale"]
+    letters = "".join(name.upper() if len(name) == 1 else "?" for name in axes)
+
+    def size(letter: str) -> float | None:
+        i = letters.find(letter)
+        return _physical_size(float(scale[i]), units[i]) if i >= 0 else None
+
+    return da.from_zarr(group[dataset["path"]]), letters, size("X"), size("Y"), size("Z")
+
+
+# PNG / JPEG
+
+
+def _read_pil(path: Path) -> _Read:
+    with PIL.Image.open(path) as image:
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+        elif image.mode in ("1", "CMYK", "YCbCr"):
+            image = image.convert("L" if image.mode == "1" else "RGB")
+        array = np.asarray(image)
+    # Big-endian 16-bit modes would otherwise give a dtype that is not equal to np.uint16.
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    return da.from_array(array), "YX" if array.ndim == 2 else "YXS", None, None, None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_image(
+    path: PathLike,
+    image: Image | np.ndarray | da.Array,
+    *,
+    axes: str | None = None,
+    pixel_size: float | None = None,
+    z_spacing: float | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[PathLike] = (),
+    levels: int | None = None,
+) -> Path:
+    """Write an image atomically, choosing the format from the suffix.
+
+    Parameters
+    ----------
+    path
+        Output path. ``.tif``/``.tiff``: an ImageJ hyperstack for uint8, uint16 and
+        float32 data, else OME-TIFF; ``.ome.tif``/``.ome.tiff``: OME-TIFF;
+        ``.zarr``/``.ome.zarr``: OME-Zarr 0.5 multiscale pyramid; ``.png``: a 2-D
+        uint8/uint16 or RGB(A) uint8 image.
+    image
+        An :class:`Image`, or an array (then ``axes`` is required unless it is 2-D).
+    axes
+        Axes of the data, letters from ``TCZYX`` in any order; overrides ``image.axes``.
+    pixel_size, z_spacing
+        YX pixel size and Z step in nanometres; override the image's values.
+    overwrite
+        Replace an existing output.
+    inputs
+        Files this output must never replace (the image's own ``path`` is included).
+    levels
+        OME-Zarr pyramid levels including full resolution. Default: halve YX until
+        the smaller side is below 256 pixels, at most 5 levels.
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    InputError
+        If the output exists (without ``overwrite``), is one of the inputs, has an
+        unsupported suffix, or the format cannot hold the data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> write_image("restored.tif", np.zeros((64, 64), np.uint16), pixel_size=50.0)  # doctest: +SKIP
+    PosixPath('restored.tif')
+    >>> write_image("stack.ome.zarr", read_image("stack.tif"), overwrite=True)  # doctest: +SKIP
+    PosixPath('stack.ome.zarr')
+    """
+    path = Path(path)
+    image = _as_image(image, axes, pixel_size, z_spacing, path)
+    writer = _writer_for(path, image, levels)
+    protected = [*inputs, *([image.path] if image.path else [])]
+    with atomic_output(path, overwrite=overwrite, inputs=protected) as temporary:
+        writer(temporary, image)
+    return path
+
+
+@contextmanager
+def atomic_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
+    """Yield a temporary path to write to; it becomes ``path`` only if the block succeeds.
+
+    The temporary path is in the same folder (so the final rename is atomic) and keeps
+    the final suffix, e.g. ``out.tmp-1a2b3c4d.tif`` for ``out.tif``, so format-guessing
+    writers still work. It may be a file or a folder. On success it is renamed to
+    ``path``; an existing ``path`` is replaced only after the new output is complete.
+    On any exception it is deleted.
+
+    Parameters
+    ----------
+    path
+        The final output path.
+    overwrite
+        Allow replacing an existing ``path``.
+    inputs
+        Paths that must never be replaced, even with ``overwrite`` (compared after
+        resolving symlinks; an input inside an output folder counts too).
+
+    Raises
+    ------
+    InputError
+        If ``path`` is one of ``inputs``, exists and ``overwrite`` is false, or its
+        folder does not exist.
+
+    Examples
+    --------
+    >>> with atomic_output("model.pt", overwrite=True) as temporary:  # doctest: +SKIP
+    ...     torch.save(state, temporary)
+    """
+    path = Path(path)
+    _check_output(path, overwrite, inputs)
+    temporary = path.with_name(f"{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield temporary
+        _move_into_place(temporary, path)
+    finally:
+        _remove(temporary)
+
+
+def _check_output(path: Path, overwrite: bool, inputs: Iterable[PathLike]) -> None:
+    resolved = path.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == resolved or source.is_relative_to(resolved):
+            raise InputError(f"{path}: this output would replace the input {source}; choose another output path.")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {path.parent} does not exist; create it first.")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
+
+
+def _move_into_place(temporary: Path, path: Path) -> None:
+    if not (path.exists() or path.is_symlink()) or not (temporary.is_dir() or path.is_dir()):
+        os.replace(temporary, path)
+        return
+    # A folder cannot atomically replace another: move the old one aside first.
+    aside = path.with_name(f"{path.stem}.old-{secrets.token_hex(4)}{path.suffix}")
+    os.replace(path, aside)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        os.replace(aside, path)
+        raise
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _as_image(
+    image: Image | np.ndarray | da.Array,
+    axes: str | None,
+    pixel_size: float | None,
+    z_spacing: float | None,
+    path: Path,
+) -> Image:
+    if not isinstance(image, Image):
+        if axes is None and np.ndim(image) != 2:
+            raise InputError(f"{path}: give axes= for {np.ndim(image)}-D data (e.g. axes='ZYX').")
+        data, canonical = _to_canonical(da.asarray(image), (axes or "YX").upper(), None, given=True)
+        image = Image(data, canonical, None)
+    elif axes is not None:
+        data, canonical = _to_canonical(image.data, axes.upper(), None, given=True)
+        image = image.replace(data=data, axes=canonical)
+    return image.replace(
+        pixel_size=pixel_size if pixel_size is not None else image.pixel_size,
+        z_spacing=z_spacing if z_spacing is not None else image.z_spacing,
+    )
+
+
+def _writer_for(path: Path, image: Image, levels: int | None) -> Callable[[Path, Image], None]:
+    name = path.name.lower()
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        return _write_ome_tiff
+    if name.endswith(_TIFF_SUFFIXES):
+        return _write_imagej_tiff if image.dtype in _IMAGEJ_DTYPES else _write_ome_tiff
+    if name.endswith(".zarr"):
+        if levels is not None and not 1 <= levels <= int(math.log2(min(image.shape[-2:]))) + 1:
+            raise InputError(
+                f"{path}: levels={levels} is impossible; give 1 or more levels, each halving Y and X "
+                f"of {image.shape[-2:]} and leaving at least one pixel."
+            )
+        return functools.partial(_write_zarr, name=_base_name(path), levels=levels)
+    if name.endswith(".png"):
+        _png_layout(path, image)
+        return _write_png
+    raise InputError(
+        f"{path}: cannot write {path.suffix or 'files without a suffix'!r}; use one of {', '.join(_WRITE_SUFFIXES)}."
+    )
+
+
+def _base_name(path: Path) -> str:
+    return path.name.split(".")[0] or path.name
+
+
+def _planes(data: da.Array) -> Iterator[np.ndarray]:
+    """Yield the YX planes in order, computing a batch of about 64 MiB at a time.
+
+    Batches keep memory bounded for big planes and avoid one dask call per plane
+    for long stacks of small ones.
+    """
+    planes = data.reshape(-1, *data.shape[-2:])
+    per_batch = max(1, _BATCH_BYTES // max(1, planes[0].nbytes))
+    for start in range(0, len(planes), per_batch):
+        yield from planes[start : start + per_batch].compute()
+
+
+def _write_imagej_tiff(path: Path, image: Image) -> None:
+    # ImageJ hyperstacks order axes TZCYX; canonical order is TCZYX.
+    order = sorted(range(image.ndim), key=lambda i: "TZCYX".index(image.axes[i]))
+    data = image.data.transpose(order)
+    metadata: dict[str, Any] = {"axes": "".join(image.axes[i] for i in order)}
+    resolution = None
+    # Without a pixel size ImageJ must not get a unit: it would then assume 1 µm pixels.
+    if image.pixel_size is not None:
+        resolution = (1e3 / image.pixel_size,) * 2
+        metadata["unit"] = "um"
+        if image.z_spacing is not None:
+            metadata["spacing"] = image.z_spacing / 1e3
+    tifffile.imwrite(
+        path, _planes(data), shape=data.shape, dtype=data.dtype,
+        imagej=True, resolution=resolution, metadata=metadata, photometric="minisblack",
+    )
+
+
+def _write_ome_tiff(path: Path, image: Image) -> None:
+    metadata: dict[str, Any] = {"axes": image.axes}
+    if image.pixel_size is not None:
+        for axis in "XY":
+            metadata[f"PhysicalSize{axis}"] = image.pixel_size
+            metadata[f"PhysicalSize{axis}Unit"] = "nm"
+    if image.z_spacing is not None and "Z" in image.axes:
+        metadata.update(PhysicalSizeZ=image.z_spacing, PhysicalSizeZUnit="nm")
+    tifffile.imwrite(
+        path, _planes(image.data), shape=image.shape, dtype=image.dtype,
+        ome=True, metadata=metadata, photometric="minisblack",
+    )
+
+
+def _png_layout(path: Path, image: Image) -> da.Array:
+    """Return the data in PNG's YX or YXC layout, or raise if PNG cannot hold it."""
+    if image.axes == "YX" and image.dtype in (np.uint8, np.uint16):
+        return image.data
+    if image.axes == "CYX" and image.shape[0] in (3, 4) and image.dtype == np.uint8:
+        return da.moveaxis(image.data, 0, -1)
+    raise InputError(
+        f"{path}: PNG holds 2-D uint8/uint16 or RGB(A) uint8 images, not {image.axes} {image.dtype} "
+        f"with shape {image.shape}; write a .tif instead."
+    )
+
+
+def _write_png(path: Path, image: Image) -> None:
+    PIL.Image.fromarray(_png_layout(path, image).compute()).save(path, format="PNG")
+
+
+def _write_zarr(path: Path, image: Image, *, name: str, levels: int | None) -> None:
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    level = image.data
+    datasets = []
+    for k in range(levels or _default_levels(image.shape[-2:])):
+        if k:
+            level = _halve_yx(level)
+        chunks = _zarr_chunks(level.shape, level.dtype.itemsize)
+        array = group.create_array(
+            str(k), shape=level.shape, dtype=level.dtype, chunks=chunks, dimension_names=list(image.axes.lower())
+        )
+        level.rechunk(chunks).store(array, lock=False)
+        # Later levels are computed from the stored one, not by re-running the input graph.
+        level = da.from_zarr(array)
+        datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": _scale(image, k)}]})
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [{"name": name, "axes": _ngff_axes(image), "datasets": datasets}],
+    }
+
+
+def _zarr_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """YX tiles of 512 x 512, one plane deep unless planes are small."""
+    chunks = (1,) * (len(shape) - 2) + tuple(min(n, _OUTPUT_CHUNK) for n in shape[-2:])
+    return _group_small_planes(chunks, shape, itemsize, len(shape) - 2)
+
+
+def _default_levels(shape_yx: tuple[int, ...]) -> int:
+    levels, side = 1, min(shape_yx)
+    while levels < _MAX_PYRAMID_LEVELS and side >= _MIN_PYRAMID_SIDE:
+        levels, side = levels + 1, side // 2
+    return levels
+
+
+def _halve_yx(data: da.Array) -> da.Array:
+    """2x2 mean downsampling of the last two axes (an odd last row/column is dropped)."""
+    even = data[..., : data.shape[-2] // 2 * 2, : data.shape[-1] // 2 * 2]
+    even = even.rechunk({data.ndim - 2: 2 * _OUTPUT_CHUNK, data.ndim - 1: 2 * _OUTPUT_CHUNK})
+    mean = da.coarsen(np.mean, even, {data.ndim - 2: 2, data.ndim - 1: 2})
+    if np.issubdtype(data.dtype, np.integer):
+        mean = da.round(mean)
+    return mean.astype(data.dtype)
+
+
+def _scale(image: Image, level: int) -> list[float]:
+    sizes = {"Z": image.z_spacing, "Y": image.pixel_size, "X": image.pixel_size}
+    return [
+        float(sizes.get(axis) or 1.0) * (2**level if axis in "YX" else 1)
+        for axis in image.axes
+    ]
+
+
+def _ngff_axes(image: Image) -> list[dict[str, str]]:
+    types = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+    known = {"Z": image.z_spacing, "Y": image.pixel_size, "X": image.pixel_size}
+    axes = []
+    for axis in image.axes:
+        entry = {"name": axis.lower(), "type": types[axis]}
+        if known.get(axis) is not None:
+            entry["unit"] = "nanometer"
+        axes.append(entry)
+    return axes
