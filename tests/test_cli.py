@@ -1,0 +1,96 @@
+"""The `microsr` command run in-process through its real entry point."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from microsr.cli import app, main
+from microsr.io import read_image
+from microsr.samples import sample_path
+
+
+def run(capsys, *argv):
+    """Run `microsr argv...`; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", [None, *[c.name or c.callback.__name__ for c in app.registered_commands]])
+def test_every_subcommand_has_help(capsys, command):
+    code, out, _ = run(capsys, *([command] if command else []), "--help")
+    assert code == 0
+    assert "Usage" in out
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and "microsr" in out
+
+
+def test_info_reports_geometry_and_value_range(capsys, tmp_path):
+    path = tmp_path / "stack.tif"
+    data = np.arange(3 * 40 * 50, dtype=np.uint16).reshape(3, 40, 50) * 7
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.05, 1 / 0.05), metadata={"axes": "ZYX", "unit": "um"})
+    code, out, err = run(capsys, "info", path)
+    assert code == 0, err
+    for expected in ["3 × 40 × 50", "ZYX", "uint16", "50 nm", f"0 … {data.max()}"]:
+        assert expected in out
+
+
+def test_degrade_keeps_16_bit_range_and_scales_pixel_size(capsys, tmp_path):
+    out_path = tmp_path / "lr.tif"
+    config = tmp_path / "degradation.yaml"
+    code, out, err = run(
+        capsys, "degrade", sample_path(), "-o", out_path, "--scale", "4", "--noise", "poisson",
+        "--photons", "50,60", "--save-config", config,
+    )
+    assert code == 0, err
+    lr = read_image(out_path)
+    hr = read_image(sample_path())
+    assert lr.shape == (128, 128)
+    assert lr.dtype == np.uint16
+    assert lr.pixel_size == pytest.approx(4 * hr.pixel_size)
+    # The sample's structures reach ~20 000 counts: an 8-bit pipeline would clip them at 255.
+    assert lr.data.max().compute() > 5000
+    steps = yaml.safe_load(config.read_text())["steps"]
+    assert {"type": "poisson", "photons": [50.0, 60.0]} in steps
+
+
+def test_degrade_same_seed_same_output(capsys, tmp_path):
+    outputs = []
+    for name in ["a.tif", "b.tif"]:
+        code, _, err = run(capsys, "degrade", sample_path(), "-o", tmp_path / name, "--seed", "7")
+        assert code == 0, err
+        outputs.append(tifffile.imread(tmp_path / name))
+    np.testing.assert_array_equal(*outputs)
+
+
+def test_degrade_writes_ome_zarr(capsys, tmp_path):
+    out_path = tmp_path / "lr.ome.zarr"
+    code, _, err = run(capsys, "degrade", sample_path(), "-o", out_path, "--scale", "2", "--noise", "clean")
+    assert code == 0, err
+    lr = read_image(out_path)
+    assert lr.shape == (256, 256) and lr.axes == "YX" and lr.pixel_size == pytest.approx(40.0)
+
+
+def test_degrade_from_yaml_file(capsys, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("steps:\n- {type: downsample, factor: 2}\n- {type: gaussian, sigma: 0.05}\n")
+    code, out, err = run(capsys, "degrade", sample_path(), "-o", tmp_path / "lr.tif", "--degradation", config,
+                         "--scale", "8")
+    assert code == 0, err
+    assert read_image(tmp_path / "lr.tif").shape == (64, 64)
+
+
+def test_demo_writes_its_outputs(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["lowres_pixel_size_nm"] == pytest.approx(4 * metrics["sample_pixel_size_nm"])
+    assert read_image(tmp_path / "demo" / "comparison.png").shape == (512, 3 * 512)
+    assert "bicubic" in out
