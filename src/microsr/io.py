@@ -38,6 +38,7 @@ __all__ = [
     "Image",
     "atomic_output",
     "check_finite",
+    "find_images",
     "read_image",
     "write_image",
 ]
@@ -227,11 +228,59 @@ def check_finite(array: np.ndarray | da.Array, name: str) -> None:
         raise InputError(f"{name} contains NaN or infinite values; replace them (e.g. with 0) before using it")
 
 
+def find_images(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """Expand files and folders into the image paths they name, folders sorted by name.
+
+    A folder that is itself an OME-Zarr image counts as one image; any other folder
+    contributes its readable files and OME-Zarr folders (not recursively).
+
+    Parameters
+    ----------
+    paths
+        One path or several.
+
+    Returns
+    -------
+    list of Path
+
+    Raises
+    ------
+    InputError
+        If a path does not exist, or a folder holds no readable image.
+
+    Examples
+    --------
+    >>> from microsr.samples import sample_path
+    >>> [p.name for p in find_images(sample_path().parent)]
+    ['filaments.tif']
+    """
+    found: list[Path] = []
+    for path in [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]:
+        if not path.exists():
+            raise InputError(f"{path}: file or folder not found. Check the path.")
+        if not path.is_dir() or _is_zarr(path):
+            found.append(path)
+            continue
+        images = sorted(p for p in path.iterdir() if _is_zarr(p) or (p.is_file() and _is_readable_name(p)))
+        if not images:
+            raise InputError(f"{path}: no images in this folder (readable types: {', '.join(_READ_SUFFIXES)}).")
+        found.extend(images)
+    return found
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
+
+
+def _is_readable_name(path: Path) -> bool:
+    return path.name.lower().endswith(_READ_SUFFIXES) and not path.name.startswith(".")
+
+
 def _reader_for(path: Path) -> Callable[[Path], _Read]:
     if not path.exists():
         raise InputError(f"{path}: file not found. Check the path.")
     if path.is_dir():
-        if (path / "zarr.json").is_file() or (path / ".zgroup").is_file():
+        if _is_zarr(path):
             return _read_zarr
         raise InputError(f"{path} is a folder but not an OME-Zarr image; give an image file or an .ome.zarr folder.")
     suffix = path.suffix.lower()

@@ -1,0 +1,146 @@
+"""Checkpoints: weights in safetensors, with their whole description as JSON inside.
+
+A checkpoint is one ``.safetensors`` file whose metadata holds a JSON document:
+the model's architecture (registry name and arguments), scale, frames,
+normalisation, degradation, the pixel size the model expects, the run
+configuration and the microsr version. Loading never unpickles anything, so a
+checkpoint from a stranger cannot run code.
+
+A training run's folder holds ``best.safetensors``, ``last.safetensors``,
+``config.json`` (the same description, for people) and ``train_state.pt``
+(optimiser state for ``--resume``; read with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from microsr import __version__
+from microsr.errors import InputError
+from microsr.io import atomic_output
+
+__all__ = ["FORMAT_VERSION", "checkpoint_path", "load_checkpoint", "load_state_into", "save_checkpoint"]
+
+FORMAT_VERSION = 1
+_KEY = "microsr"
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, info: dict[str, Any]) -> Path:
+    """Write `model`'s weights and `info` atomically to a ``.safetensors`` file.
+
+    Parameters
+    ----------
+    path
+        Output file; replaced if it exists (checkpoints are rewritten every epoch).
+    model
+        The network; its ``state_dict`` is saved (tensors made contiguous, on CPU).
+    info
+        JSON-serialisable description (architecture, scale, frames, ...); the format
+        version and microsr version are added.
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = save_checkpoint(Path(tempfile.mkdtemp()) / "m.safetensors", nn.Conv2d(1, 1, 3), {"scale": 1})
+    >>> load_checkpoint(p)[1]["scale"]
+    1
+    """
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    document = {**info, "format_version": FORMAT_VERSION, "microsr_version": __version__}
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata={_KEY: json.dumps(document)})
+    return path
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file meant by `path`: the file itself, or a run folder's best (else last) checkpoint.
+
+    Examples
+    --------
+    >>> checkpoint_path("model.safetensors").name
+    'model.safetensors'
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise InputError(f"{path}: no best.safetensors or last.safetensors in this folder; is it a model folder?")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read weights and description from a checkpoint file or run folder, without unpickling.
+
+    Returns
+    -------
+    state_dict, info
+        Tensors on CPU, and the JSON description.
+
+    Raises
+    ------
+    InputError
+        For a missing file, a file that is not safetensors (e.g. a pickled ``.pt``),
+        a safetensors file without microsr's description, or one written by a newer
+        microsr in a format this version cannot read.
+    """
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found. Give a model folder written by `microsr train` or its .safetensors file.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{path}: not a safetensors checkpoint ({exc}). microsr never loads pickled weights (.pt/.pth), "
+            "which can run arbitrary code; convert them to safetensors or retrain."
+        ) from exc
+    if _KEY not in metadata:
+        raise InputError(f"{path}: a safetensors file without microsr's model description; it was not written by microsr.")
+    info = json.loads(metadata[_KEY])
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{path}: checkpoint format {info['format_version']} is newer than this microsr ({__version__}) "
+            f"reads (format {FORMAT_VERSION}); upgrade microsr."
+        )
+    return state, info
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> nn.Module:
+    """Load `state` into `model` strictly, turning a mismatch into a readable error.
+
+    Examples
+    --------
+    >>> conv = nn.Conv2d(1, 1, 3)
+    >>> load_state_into(nn.Conv2d(1, 1, 3), conv.state_dict(), "demo") is not None
+    True
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ
+        raise InputError(f"{source}: the weights do not fit the model ({exc}); it belongs to another architecture.") from exc
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} weights (e.g. {result.missing_keys[0]})")
+    if result.unexpected_keys:
+        problems.append(f"{len(result.unexpected_keys)} unexpected weights (e.g. {result.unexpected_keys[0]})")
+    if problems:
+        raise InputError(
+            f"{source}: the weights do not fit the model ({'; '.join(problems)}); "
+            "the file is damaged or belongs to another architecture."
+        )
+    return model

@@ -1,0 +1,158 @@
+"""One validated configuration per training run (pydantic).
+
+A :class:`RunConfig` says everything about a run: which images, how they are
+degraded, the model, the loss and the schedule. It is stored inside every
+checkpoint, so a model always knows how it was made.
+
+Examples
+--------
+>>> cfg = RunConfig.model_validate({"data": {"hr": ["cells.tif"]}, "scale": 4, "train": {"minutes": 10}})
+>>> cfg.model.name, cfg.loss, cfg.train.minutes
+('resunet', 'msssim_l1', 10.0)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from microsr.errors import InputError
+
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the training images are and how tiles are cut from them."""
+
+    hr: list[Path] = Field(min_length=1, description="High-resolution images: files or folders of files.")
+    lr: list[Path] | None = Field(
+        None, description="Real low-resolution counterparts of `hr`, matched by name; None: degrade `hr`."
+    )
+    pixel_size: float | None = Field(None, gt=0, description="HR pixel size in nm, overriding file metadata.")
+    axes: str | None = Field(None, description="Axes of the files as stored, overriding their metadata.")
+    tile: int = Field(128, ge=8, description="HR tile side in pixels; a multiple of the scale.")
+    frames: int = Field(1, ge=1, description="Adjacent frames fed as input channels (odd).")
+    frame_axis: Literal["T", "Z"] = "T"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    samples_per_epoch: int = Field(512, ge=1, description="Training tiles drawn per epoch.")
+    num_workers: int = Field(2, ge=0, description="DataLoader processes degrading tiles off the main process.")
+
+
+class ModelConfig(_Strict):
+    """A registered model name and its keyword arguments."""
+
+    name: str = "resunet"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule and budget. Exactly one of epochs, steps and minutes ends the run."""
+
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    minutes: float | None = Field(None, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    grad_clip: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device such as cuda:1.")
+    deterministic: bool = False
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        given = [name for name in ("epochs", "steps", "minutes") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of epochs, steps and minutes (got {', '.join(given)})")
+        if not given:
+            object.__setattr__(self, "minutes", 10.0)
+        return self
+
+
+class RunConfig(_Strict):
+    """Everything about one training run."""
+
+    data: DataConfig
+    scale: int = Field(4, description="Upsampling factor: 1 (restoration), 2, 4 or 8.")
+    degradation: str | dict[str, Any] = Field(
+        "poisson", description="Preset name, path of a degradation YAML file, or the pipeline as a dict."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: str = "msssim_l1"
+    normalization: dict[str, float] = Field(default_factory=lambda: {"low": 0.1, "high": 99.9})
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> RunConfig:
+        if self.scale not in (1, 2, 4, 8):
+            raise ValueError(f"scale {self.scale}: use 1, 2, 4 or 8")
+        if self.data.frames % 2 == 0:
+            raise ValueError(f"data.frames {self.data.frames}: use an odd number (1, 3, 5, ...) so a centre frame exists")
+        return self
+
+
+def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> RunConfig:
+    """Validate a run configuration from a dict, a YAML/JSON file, or pass a RunConfig through.
+
+    Relative image paths in a file are taken relative to the file's folder, so a
+    config and its data can move together.
+
+    Parameters
+    ----------
+    source
+        A :class:`RunConfig`, a plain dict, or the path of a ``.yaml``/``.yml``/``.json`` file.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, or a field is invalid (the message lists each one).
+
+    Examples
+    --------
+    >>> load_config({"data": {"hr": ["a.tif"]}, "train": {"steps": 100}}).train.steps
+    100
+    """
+    if isinstance(source, RunConfig):
+        return source
+    origin = "configuration"
+    if not isinstance(source, dict):
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise InputError(f"{path}: configuration file not found. Check the path.")
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML/JSON ({exc}).") from exc
+        if not isinstance(source, dict):
+            raise InputError(f"{path}: expected a mapping with at least `data: {{hr: [...]}}`.")
+        source = _relative_to(source, path.parent)
+    try:
+        return RunConfig.model_validate(source)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors()
+        )
+        raise InputError(f"{origin}: {problems}.") from exc
+
+
+def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    data = dict(raw.get("data") or {})
+    for key in ("hr", "lr"):
+        if isinstance(data.get(key), (str, list)):
+            paths = data[key] if isinstance(data[key], list) else [data[key]]
+            data[key] = [str(folder / p) for p in paths]
+    return {**raw, "data": data} if data else raw
