@@ -87,10 +87,15 @@ def test_degrade_from_yaml_file(capsys, tmp_path):
     assert read_image(tmp_path / "lr.tif").shape == (64, 64)
 
 
-def test_demo_writes_its_outputs(capsys, tmp_path):
-    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo")
+def test_demo_trains_predicts_and_reports(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo", "--minutes", "0.1")
     assert code == 0, err
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert metrics["lowres_pixel_size_nm"] == pytest.approx(4 * metrics["sample_pixel_size_nm"])
-    assert read_image(tmp_path / "demo" / "comparison.png").shape == (512, 3 * 512)
-    assert "bicubic" in out
+    demo = tmp_path / "demo"
+    metrics = json.loads((demo / "metrics.json").read_text())
+    assert metrics["pixel_size_nm"] == {"input": 80.0, "output": 20.0}
+    assert {"psnr", "ssim"} <= metrics["microsr"].keys() and {"psnr", "ssim"} <= metrics["bicubic"].keys()
+    assert read_image(demo / "comparison.png").shape == (512, 4 * 512)
+    restored = read_image(demo / "restored.tif")
+    assert restored.shape == (512, 512) and restored.pixel_size == pytest.approx(20.0)
+    assert (demo / "model" / "best.safetensors").is_file()
+    assert "bicubic" in out and "microsr" in out

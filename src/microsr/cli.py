@@ -191,16 +191,100 @@ def degrade(
     )
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[Path | None, typer.Argument(help="Run configuration (YAML); flags override its values.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path("model"),
+    hr: Annotated[list[Path] | None, typer.Option(help="High-resolution image file or folder (repeatable).")] = None,
+    lr: Annotated[
+        list[Path] | None, typer.Option(help="Real low-resolution counterparts of --hr (repeatable); default: degrade --hr.")
+    ] = None,
+    scale: Annotated[int | None, typer.Option(help="Upsampling factor: 1, 2, 4 or 8.")] = None,
+    degradation: Annotated[str | None, typer.Option(help="Degradation preset name or YAML file.")] = None,
+    model: Annotated[str | None, typer.Option(help="Registered model name, e.g. resunet or unet.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Adjacent frames as input (odd).")] = None,
+    tile: Annotated[int | None, typer.Option(help="HR tile side in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Tiles per step.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 10).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Train for this many epochs instead of a time budget.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Train for this many steps instead of a time budget.")] = None,
+    pixel_size: PixelSizeOption = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUTPUT.")] = False,
+) -> None:
+    """Train a super-resolution model from high-resolution images (degraded on the fly) or real pairs.
+
+    Writes OUTPUT/best.safetensors, last.safetensors, config.json and history.json.
+    Interrupt with Ctrl-C at any time and continue with --resume.
+    """
+    from microsr.config import load_config
+    from microsr.training import train
+
+    run = load_config(config).model_dump(mode="json") if config is not None else {"data": {}, "train": {}}
+    data = {"hr": hr, "lr": lr, "frames": frames, "tile": tile, "batch_size": batch_size, "pixel_size": pixel_size,
+            "num_workers": workers}
+    budget = {"minutes": minutes, "epochs": epochs, "steps": steps}
+    if any(v is not None for v in budget.values()):
+        run["train"] = {k: v for k, v in run["train"].items() if k not in budget}
+    schedule = {**budget, "seed": seed, "device": device}
+    run["data"].update({k: [str(p) for p in v] if isinstance(v, list) else v for k, v in data.items() if v is not None})
+    run["train"].update({k: v for k, v in schedule.items() if v is not None})
+    run.update({k: v for k, v in {"scale": scale, "degradation": degradation}.items() if v is not None})
+    if model is not None:
+        run["model"] = {"name": model, "kwargs": {}}
+    if not run["data"].get("hr"):
+        raise InputError("no training images: give --hr IMAGE_OR_FOLDER or a configuration file with data.hr.")
+    record = train(run, output, resume=resume)
+    out.print(
+        f"[bold]{output}[/bold]: val PSNR {record['val_psnr']:.2f} dB (bicubic {record['bicubic_psnr']:.2f} dB) "
+        f"after {record['epoch']} epochs, {record['step']} steps."
+    )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `microsr train`, or its .safetensors file.")],
+    image: Annotated[Path, typer.Argument(help="Input image (TIFF, OME-Zarr, ...), any size.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif.")],
+    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    axes: AxesOption = None,
+    pixel_size: PixelSizeOption = None,
+    rescale: Annotated[bool, typer.Option(help="Resample the input to the model's pixel size first.")] = False,
+    force: Annotated[bool, typer.Option(help="Predict even if the pixel size differs from the model's.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted prediction into OUTPUT.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Restore IMAGE with a trained model, tile by tile, into OUTPUT (pixel size = input's / scale).
+
+    2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work;
+    memory stays constant however large the image is.
+    """
+    from microsr.restorer import load_model
+    from microsr.training import pick_device
+
+    restorer = load_model(model)
+    written = restorer.predict_file(
+        image, output, axes=axes, pixel_size=pixel_size, overwrite=overwrite, resume=resume, rescale=rescale,
+        force=force, device=pick_device(device), tile=tile, batch_size=batch_size, progress=True,
+    )
+    out.print(f"wrote {written}")
+
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo's results.")] = Path(
         "demo_output"
     ),
+    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 2.0,
 ) -> None:
-    """Run the demo on the sample image shipped with microsr and write the results to OUTPUT."""
+    """Train on the shipped sample, restore an unseen image and compare with bicubic; results in OUTPUT."""
     from microsr.demo import run_demo
 
-    run_demo(output, console=out)
+    run_demo(output, minutes=minutes, console=out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "Image",
     "atomic_output",
     "check_finite",
+    "check_output",
     "find_images",
     "read_image",
     "write_image",
@@ -671,7 +672,7 @@ def atomic_output(path: PathLike, overwrite: bool = False, inputs: Iterable[Path
     ...     torch.save(state, temporary)
     """
     path = Path(path)
-    _check_output(path, overwrite, inputs)
+    check_output(path, overwrite, inputs)
     temporary = path.with_name(f"{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield temporary
@@ -680,12 +681,29 @@ def atomic_output(path: PathLike, overwrite: bool = False, inputs: Iterable[Path
         _remove(temporary)
 
 
-def _check_output(path: Path, overwrite: bool, inputs: Iterable[PathLike]) -> None:
+def check_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> None:
+    """Raise :class:`InputError` unless ``path`` may be written (the checks of :func:`atomic_output`).
+
+    Lets a long computation fail before it starts rather than when it writes.
+    ``path`` must not be one of ``inputs``, contain one, or lie inside one (e.g. in
+    an input ``.zarr`` folder); its folder must exist; an existing ``path`` needs
+    ``overwrite``.
+
+    Examples
+    --------
+    >>> check_output("cells.zarr/out.tif", inputs=["cells.zarr"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: cells.zarr/out.tif: this output would replace or be inside the input .../cells.zarr; ...
+    """
+    path = Path(path)
     resolved = path.resolve()
     for source in inputs:
         source = Path(source).resolve()
-        if source == resolved or source.is_relative_to(resolved):
-            raise InputError(f"{path}: this output would replace the input {source}; choose another output path.")
+        if source == resolved or source.is_relative_to(resolved) or resolved.is_relative_to(source):
+            raise InputError(
+                f"{path}: this output would replace or be inside the input {source}; choose another output path."
+            )
     if not path.parent.is_dir():
         raise InputError(f"{path}: the folder {path.parent} does not exist; create it first.")
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -760,16 +778,27 @@ def _base_name(path: Path) -> str:
     return path.name.split(".")[0] or path.name
 
 
-def _planes(data: da.Array) -> Iterator[np.ndarray]:
-    """Yield the YX planes in order, computing a batch of about 64 MiB at a time.
+def _segments(data: da.Array) -> tuple[Iterator[np.ndarray] | Iterator[bytes], int | None]:
+    """The data as ``tifffile.imwrite`` takes it from an iterator, and the rows per strip.
 
-    Batches keep memory bounded for big planes and avoid one dask call per plane
-    for long stacks of small ones.
+    Planes of up to 64 MiB are yielded whole, computed about 64 MiB at a time (one
+    dask call per plane would be slow for long stacks of small ones). Bigger planes
+    are yielded as raw strips of about 64 MiB, so memory stays bounded whatever
+    the plane size.
     """
     planes = data.reshape(-1, *data.shape[-2:])
-    per_batch = max(1, _BATCH_BYTES // max(1, planes[0].nbytes))
-    for start in range(0, len(planes), per_batch):
-        yield from planes[start : start + per_batch].compute()
+    if planes[0].nbytes <= _BATCH_BYTES:
+        per_batch = _BATCH_BYTES // max(1, planes[0].nbytes)
+        batches = (planes[start : start + per_batch].compute() for start in range(0, len(planes), per_batch))
+        return (plane for batch in batches for plane in batch), None
+    rows = max(1, _BATCH_BYTES // (planes.shape[-1] * planes.dtype.itemsize))
+    native = planes.dtype.newbyteorder("=")  # tifffile expects strip bytes in the file's (native) byte order
+    strips = (
+        np.ascontiguousarray(plane[y : y + rows].compute(), dtype=native).tobytes()
+        for plane in planes
+        for y in range(0, planes.shape[1], rows)
+    )
+    return strips, rows
 
 
 def _write_imagej_tiff(path: Path, image: Image) -> None:
@@ -784,8 +813,9 @@ def _write_imagej_tiff(path: Path, image: Image) -> None:
         metadata["unit"] = "um"
         if image.z_spacing is not None:
             metadata["spacing"] = image.z_spacing / 1e3
+    segments, rowsperstrip = _segments(data)
     tifffile.imwrite(
-        path, _planes(data), shape=data.shape, dtype=data.dtype,
+        path, segments, shape=data.shape, dtype=data.dtype, rowsperstrip=rowsperstrip,
         imagej=True, resolution=resolution, metadata=metadata, photometric="minisblack",
     )
 
@@ -798,8 +828,9 @@ def _write_ome_tiff(path: Path, image: Image) -> None:
             metadata[f"PhysicalSize{axis}Unit"] = "nm"
     if image.z_spacing is not None and "Z" in image.axes:
         metadata.update(PhysicalSizeZ=image.z_spacing, PhysicalSizeZUnit="nm")
+    segments, rowsperstrip = _segments(image.data)
     tifffile.imwrite(
-        path, _planes(image.data), shape=image.shape, dtype=image.dtype,
+        path, segments, shape=image.shape, dtype=image.dtype, rowsperstrip=rowsperstrip,
         ome=True, metadata=metadata, photometric="minisblack",
     )
 

@@ -1,0 +1,118 @@
+"""Speed and memory of tiled prediction (see benchmarks/README.md).
+
+Each case runs in its own process, so its peak RSS is its own:
+
+* ``stream``: a SIZE^2 LR uint16 TIFF predicted to OME-Zarr with ``predict_to_file``
+  (4096^2 at scale 4 is a 268-megapixel output);
+* ``stream_1024``: the same for a 1024^2 input, the reference for RSS;
+* ``tiled_1024`` / ``whole_1024``: in-memory ``predict`` of a 1024^2 input with
+  ``--tile`` cores versus one tile covering the image, for the cost of tiling.
+
+Usage::
+
+    python benchmarks/predict_speed.py --size 4096 --json predict_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from microsr.models import create_model, receptive_field
+from microsr.predict import Predictor
+from microsr.io import read_image
+
+
+def _model(name: str, scale: int) -> torch.nn.Module:
+    torch.manual_seed(0)  # speed does not depend on the weights
+    return create_model(name, scale=scale)
+
+
+def _case(args: argparse.Namespace) -> dict:
+    """Run one case in this process and return its measurements."""
+    model = _model(args.model, args.scale)
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "input.tif"
+        data = np.random.default_rng(0).integers(100, 4000, (args.size, args.size), dtype=np.uint16)
+        tifffile.imwrite(source, data)
+        del data
+        whole = args.case == "whole"
+        predictor = Predictor(model, scale=args.scale, tile=args.size if whole else args.tile,
+                              overlap=args.overlap, progress=False)
+        image = read_image(source)
+        start = time.perf_counter()
+        if args.case == "stream":
+            predictor.predict_to_file(image, Path(folder) / "output.ome.zarr")
+        else:
+            predictor.predict(image)
+        seconds = time.perf_counter() - start
+    megapixels = (args.size * args.scale) ** 2 / 1e6
+    return {
+        "seconds": seconds,
+        "output_megapixels": megapixels,
+        "megapixels_per_s": megapixels / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run(case: str, size: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--case", case, "--size", str(size), "--model", args.model,
+               "--scale", str(args.scale), "--tile", str(args.tile), "--overlap", str(args.overlap)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=4096, help="LR side of the streamed image")
+    parser.add_argument("--model", default="resunet", help="a name from microsr.models.list_models()")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=256, help="LR tile core side")
+    parser.add_argument("--overlap", type=int, help="LR context per side (default: the model's)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--case", choices=["stream", "tiled", "whole"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.overlap is None:
+        args.overlap = 2 * receptive_field(_model(args.model, args.scale))
+    if args.case:
+        print(json.dumps(_case(args)))
+        return
+
+    cases = {
+        "stream": _run("stream", args.size, args),
+        "stream_1024": _run("stream", 1024, args),
+        "tiled_1024": _run("tiled", 1024, args),
+        "whole_1024": _run("whole", 1024, args),
+    }
+    ratios = {
+        "tiled_whole_time": cases["tiled_1024"]["seconds"] / cases["whole_1024"]["seconds"],
+        "tiled_whole_rss": cases["tiled_1024"]["peak_rss_mb"] / cases["whole_1024"]["peak_rss_mb"],
+        "stream_rss_vs_1024": cases["stream"]["peak_rss_mb"] / cases["stream_1024"]["peak_rss_mb"],
+    }
+    settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap")}
+    settings.update(torch=torch.__version__, threads=torch.get_num_threads())
+
+    print(f"model {args.model} x{args.scale}, tile {args.tile}, overlap {args.overlap}, "
+          f"{torch.get_num_threads()} CPU threads")
+    print(f"{'case':<14}{'output MP':>10}{'seconds':>10}{'MP/s':>8}{'peak RSS MB':>13}")
+    for name, case in cases.items():
+        print(f"{name:<14}{case['output_megapixels']:>10.1f}{case['seconds']:>10.1f}"
+              f"{case['megapixels_per_s']:>8.2f}{case['peak_rss_mb']:>13.0f}")
+    for name, value in ratios.items():
+        print(f"{name:<20}{value:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"settings": settings, "cases": cases, "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

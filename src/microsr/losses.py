@@ -1,0 +1,201 @@
+"""Training losses: L1, L2 and MS-SSIM + L1 (the default), by name.
+
+Every loss is an ``nn.Module`` called as ``loss(prediction, target)`` on ``(N, 1, H, W)``
+tensors in normalised intensity (0 = dark level, 1 = bright level), returning a scalar.
+
+MS-SSIM on small tiles
+----------------------
+MS-SSIM compares images at ``scales`` resolutions, halving between them, with a
+Gaussian window of ``win`` pixels (sigma 1.5) that must fit the coarsest one. With
+the standard 5 scales and 11-pixel window the smaller image side must exceed
+``(11 - 1) * 2**4 = 160`` pixels, more than many training tiles. :func:`msssim_scales`
+therefore uses the largest number of scales ``s`` (5 down to 2) with
+``side > (win - 1) * 2**(s - 1)`` for ``win = 11``; if none fits, the same with
+``win = 7``; below that, single-scale SSIM with a 7-pixel window (or the largest odd
+window that fits a tile under 7 pixels). By the smaller side of the target:
+
+============  ======  ======
+side (px)     scales  window
+============  ======  ======
+>= 161        5       11
+81 - 160      4       11
+41 - 80       3       11
+21 - 40       2       11
+13 - 20       2       7
+<= 12         1       7
+============  ======  ======
+
+Fewer scales use the first ``s`` of the standard weights (0.0448, 0.2856, 0.3001,
+0.2363, 0.1333), rescaled to sum to 1.
+
+The computation follows ``pytorch_msssim`` (constants K1 = 0.01, K2 = 0.03, valid
+Gaussian filtering, 2x2 average pooling padded for odd sizes, a scale whose mean
+term is negative counted as 0) and equals its ``ms_ssim`` and ``ssim`` where those apply; it is
+written out because ``pytorch_msssim.ms_ssim`` requires 160-pixel images whatever
+the number of scales.
+
+Values outside [0, 1]
+---------------------
+Normalised data is not confined to [0, 1] (noise, and intensities beyond the
+percentiles). SSIM is well defined for any real values, so nothing is clamped: the
+range 1.0 only sets the stabilising constants ``(K * 1.0)**2``. Clamping would leave
+no SSIM gradient for predictions outside [0, 1], e.g. noise dipping below a dark
+background. (Only a whole image far below 0 defeats SSIM: its luminance term turns
+negative and counts as 0, leaving the L1 term to pull it back.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from microsr.errors import InputError
+
+__all__ = ["LOSSES", "MSSSIML1Loss", "get_loss", "ms_ssim", "msssim_scales"]
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_K1, _K2 = 0.01, 0.03
+_SIGMA = 1.5
+
+
+def msssim_scales(size: int) -> tuple[int, int]:
+    """Number of scales and window size MS-SSIM uses for images whose smaller side is ``size``.
+
+    See the module docstring for the rule and the table of regimes.
+
+    Examples
+    --------
+    >>> [msssim_scales(size) for size in (192, 96, 48, 24, 16, 8, 4)]
+    [(5, 11), (4, 11), (3, 11), (2, 11), (2, 7), (1, 7), (1, 3)]
+    """
+    for win in (11, 7):
+        for scales in range(len(_MS_SSIM_WEIGHTS), 1, -1):
+            if size > (win - 1) * 2 ** (scales - 1):
+                return scales, win
+    return 1, min(7, size - 1 + size % 2)
+
+
+def _gaussian_blur(x: Tensor, win: int) -> Tensor:
+    """Separable Gaussian filter of each channel, without padding (output shrinks by win - 1)."""
+    coords = torch.arange(win, dtype=x.dtype, device=x.device) - win // 2
+    kernel = torch.exp(-(coords**2) / (2 * _SIGMA**2))
+    kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(x, kernel.reshape(-1, 1, win, 1), groups=x.shape[1])
+    return F.conv2d(x, kernel.reshape(-1, 1, 1, win), groups=x.shape[1])
+
+
+def _ssim_and_contrast(x: Tensor, y: Tensor, win: int) -> tuple[Tensor, Tensor]:
+    """Mean SSIM and mean contrast-structure term per image and channel, shape (N, C)."""
+    c1, c2 = _K1**2, _K2**2
+    mu_x, mu_y = _gaussian_blur(x, win), _gaussian_blur(y, win)
+    var_x = _gaussian_blur(x * x, win) - mu_x**2
+    var_y = _gaussian_blur(y * y, win) - mu_y**2
+    cov = _gaussian_blur(x * y, win) - mu_x * mu_y
+    contrast = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return (luminance * contrast).flatten(2).mean(-1), contrast.flatten(2).mean(-1)
+
+
+def ms_ssim(
+    prediction: Tensor, target: Tensor, *, scales: int | None = None, win: int | None = None
+) -> Tensor:
+    """Multi-scale SSIM of two ``(N, C, H, W)`` batches with data range 1, averaged to a scalar.
+
+    Parameters
+    ----------
+    prediction, target : Tensor
+        Images of the same shape.
+    scales, win : int, optional
+        Number of scales (1 is plain SSIM) and Gaussian window size; both default to
+        :func:`msssim_scales` of the smaller image side.
+
+    Returns
+    -------
+    Tensor
+        A scalar; 1 for identical images.
+
+    Examples
+    --------
+    >>> x = torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    >>> round(ms_ssim(x, x).item(), 6)
+    1.0
+    >>> bool(ms_ssim(x, torch.zeros_like(x)) < 0.1)
+    True
+    """
+    auto_scales, auto_win = msssim_scales(min(target.shape[-2:]))
+    scales, win = scales or auto_scales, win or auto_win
+    weights = prediction.new_tensor(_MS_SSIM_WEIGHTS[:scales])
+    weights = weights / weights.sum()
+    terms = []
+    for level in range(scales):
+        ssim, contrast = _ssim_and_contrast(prediction, target, win)
+        if level < scales - 1:
+            terms.append(contrast)
+            padding = [side % 2 for side in prediction.shape[-2:]]
+            prediction = F.avg_pool2d(prediction, 2, padding=padding)
+            target = F.avg_pool2d(target, 2, padding=padding)
+    terms.append(ssim)
+    # Fractional powers of negative terms are undefined, so they count as 0.
+    values = torch.stack(terms).relu() ** weights.view(-1, 1, 1)
+    return values.prod(dim=0).mean()
+
+
+class MSSSIML1Loss(nn.Module):
+    """``alpha * (1 - MS-SSIM) + (1 - alpha) * L1``, the mixed loss of Zhao et al. (2017).
+
+    MS-SSIM rewards structure and contrast but is insensitive to uniform intensity
+    shifts; the L1 term keeps intensities right. Zhao et al. weight the L1 term with
+    a Gaussian; a plain mean is used here, as in PSSR. The number of MS-SSIM scales
+    adapts to the tile size (see the module docstring).
+
+    Parameters
+    ----------
+    alpha : float
+        Weight of the MS-SSIM term, between 0 and 1 (0.84 in Zhao et al.).
+
+    Examples
+    --------
+    >>> loss = MSSSIML1Loss()
+    >>> x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> round(loss(x, x).item(), 6)
+    0.0
+    """
+
+    def __init__(self, alpha: float = 0.84) -> None:
+        super().__init__()
+        if not 0 <= alpha <= 1:
+            raise InputError(f"alpha: the MS-SSIM weight must be between 0 and 1, got {alpha!r}.")
+        self.alpha = alpha
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        structural = 1 - ms_ssim(prediction, target)
+        return self.alpha * structural + (1 - self.alpha) * F.l1_loss(prediction, target)
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "l1": nn.L1Loss,
+    "l2": nn.MSELoss,
+    "msssim_l1": MSSSIML1Loss,
+}
+"""Loss classes by name; ``"msssim_l1"`` is the default for super-resolution."""
+
+
+def get_loss(name: str) -> nn.Module:
+    """Build the loss called ``name``: ``"l1"``, ``"l2"`` (mean squared error) or ``"msssim_l1"``.
+
+    Raises
+    ------
+    InputError
+        For an unknown name, listing the valid ones.
+
+    Examples
+    --------
+    >>> loss = get_loss("l2")
+    >>> loss(torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)).item()
+    1.0
+    """
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise InputError(f"loss: unknown name {name!r}. Choose one of: {', '.join(LOSSES)}.") from None

@@ -1,0 +1,179 @@
+"""Building blocks shared by the built-in models: padding, conv blocks, the U-Net body.
+
+No layer normalises over space (no BatchNorm, no GroupNorm): an output pixel then
+depends only on the input pixels within the receptive field, so tiled prediction
+matches whole-image prediction exactly, and behaviour is the same at any batch size
+and in train and eval mode. Residual blocks start as identity instead (their last
+convolution is zero-initialised), which keeps deep stacks trainable without
+normalisation, as in EDSR (Lim et al. 2017).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from microsr.errors import InputError
+
+Block = Callable[[int, int], nn.Module]
+"""Builds a block mapping ``(in_channels, out_channels)`` at unchanged resolution."""
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer ``>= minimum``, else raise :class:`InputError`.
+
+    Examples
+    --------
+    >>> check_int("scale", 4)
+    4
+    >>> check_int("scale", 0)
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: scale: expected an integer >= 1, got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    """Validate U-Net channel widths, one per level (``len(widths) == depth + 1``).
+
+    Examples
+    --------
+    >>> check_widths([16, 32])
+    (16, 32)
+    """
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
+        raise InputError(
+            f"widths: expected a non-empty list of channel counts, one per level "
+            f"(e.g. [32, 64, 128, 256]), got {widths!r}."
+        )
+    return tuple(check_int("widths", w) for w in widths)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad the bottom and right of ``x`` (..., H, W) so H and W are multiples of ``multiple``.
+
+    Reflection keeps image statistics at the border; inputs too small to reflect
+    (padding >= size) are padded by replicating the edge instead.
+
+    Examples
+    --------
+    >>> pad_to_multiple(torch.zeros(1, 1, 37, 53), 8).shape
+    torch.Size([1, 1, 40, 56])
+    >>> pad_to_multiple(torch.zeros(1, 1, 2, 3), 8).shape
+    torch.Size([1, 1, 8, 8])
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 3x3 convolution that keeps the spatial size."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """``relu(conv(relu(conv(x))) + skip(x))``; ``skip`` is a 1x1 conv if channels change.
+
+    The second convolution starts at zero, so a new block is ``relu(skip(x))``.
+
+    Examples
+    --------
+    >>> ResBlock(3, 8)(torch.zeros(2, 3, 5, 7)).shape
+    torch.Size([2, 8, 5, 7])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.skip(x))
+
+
+class DoubleConv(nn.Sequential):
+    """``conv3x3 - ReLU - conv3x3 - ReLU``, the block of the original U-Net.
+
+    Examples
+    --------
+    >>> DoubleConv(3, 8)(torch.zeros(1, 3, 5, 7)).shape
+    torch.Size([1, 8, 5, 7])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            conv3x3(in_channels, out_channels),
+            nn.ReLU(),
+            conv3x3(out_channels, out_channels),
+            nn.ReLU(),
+        )
+
+
+class UNetBody(nn.Module):
+    """U-Net encoder-decoder: same-size features of ``widths[0]`` channels, any H and W.
+
+    Level ``i`` works at ``1 / 2**i`` resolution with ``widths[i]`` channels; levels are
+    joined by 2x2 max pooling on the way down, and on the way up by a 2x2 stride-2
+    transposed convolution whose output is concatenated with the encoder features of
+    the same level. The input is padded to a multiple of ``2**depth`` and the output
+    cropped back, so callers never see that restriction.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input.
+    widths : sequence of int
+        Channels per level; ``len(widths) - 1`` poolings.
+    block : callable
+        ``block(in_channels, out_channels)`` used at every level, e.g. :class:`ResBlock`.
+
+    Examples
+    --------
+    >>> body = UNetBody(1, (8, 16, 32), ResBlock)
+    >>> body(torch.zeros(1, 1, 37, 53)).shape
+    torch.Size([1, 8, 37, 53])
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int], block: Block) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList()
+        for width in widths:
+            self.encoders.append(block(in_channels, width))
+            in_channels = width
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(deep, shallow, kernel_size=2, stride=2)
+            for shallow, deep in zip(widths[:-1], widths[1:])
+        )
+        self.decoders = nn.ModuleList(block(2 * width, width) for width in widths[:-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, 2 ** len(self.ups))
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            if level > 0:
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+            x = encoder(x)
+        for up, decoder, skip in zip(
+            reversed(self.ups), reversed(self.decoders), reversed(skips)
+        ):
+            x = decoder(torch.cat([up(x), skip], dim=1))
+        return x[..., :h, :w]

@@ -1,0 +1,605 @@
+"""Apply a super-resolution model to images of any size, tile by tile.
+
+A :class:`Predictor` cuts every YX plane into a grid of ``tile`` x ``tile`` cores,
+each read with ``overlap`` pixels of context on every side (reflected at the image
+borders), runs the tiles through the model in batches and blends the overlapping
+outputs with a smooth separable window over the inner half of the overlap. With
+an overlap of at least twice the model's receptive-field radius every blended
+output pixel sees the same input as in a whole-image prediction, so tiled and
+whole-image results agree; with less, the window spreads the small differences
+so that no seams show.
+
+Planes are processed one row of tiles (a *band*) at a time and finished output
+rows are handed on as soon as no later band can touch them. The same band loop
+fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
+(:meth:`Predictor.predict_to_file`), so memory depends on the plane width, never
+on the image size.
+
+Streaming writes level 0 into ``OUTPUT.partial`` (a Zarr array plus a
+``progress.json`` naming the finished rows), then converts it to the requested
+format with :func:`microsr.io.write_image`, which writes atomically. An
+interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import torch
+import zarr
+from rich.progress import Progress
+from skimage.transform import resize
+from torch import nn
+
+from microsr.data import PercentileNormalizer, frame_window
+from microsr.errors import InputError
+from microsr.io import Image, check_finite, check_output, write_image
+from microsr.models import receptive_field
+
+__all__ = ["Predictor", "check_pixel_size", "rescale_image"]
+
+PathLike = str | os.PathLike[str]
+
+_PIXEL_SIZE_TOLERANCE = 0.10
+_PARTIAL_CHUNK = 512  # YX chunk side of the partial output, also the resume granularity
+_PROGRESS_FILE = "progress.json"
+_OVERLAPS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+_EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The tiling of one image axis (Y or X), in LR pixels unless noted.
+
+    Tile ``i`` has its core at ``[starts[i], starts[i] + core)`` and is read with
+    ``overlap`` pixels of context each side. Its output is blended over the core
+    plus ``margin`` pixels each side; the rest of the context only feeds the model.
+    Cores start at multiples of ``core`` (the last one may extend past the image
+    into the reflection), which keeps tiles aligned with the pooling grid of
+    U-Net-like models.
+    """
+
+    size: int
+    core: int
+    overlap: int
+    scale: int
+
+    @property
+    def margin(self) -> int:
+        return self.overlap // 2
+
+    @property
+    def starts(self) -> range:
+        return range(0, self.size, self.core)
+
+    @property
+    def span(self) -> int:
+        """Output pixels each tile blends: (core + 2 margin) * scale."""
+        return (self.core + 2 * self.margin) * self.scale
+
+    def read_indices(self, first: int, last: int) -> np.ndarray:
+        """Reflected source indices covering tiles ``first..last`` (inclusive) with their context."""
+        wanted = np.arange(self.starts[first] - self.overlap, self.starts[last] + self.core + self.overlap)
+        return _reflect(wanted, self.size)
+
+    def blend_start(self, i: int) -> int:
+        """Output index of the first pixel tile ``i`` blends (negative before the image)."""
+        return (self.starts[i] - self.margin) * self.scale
+
+    def window(self) -> np.ndarray:
+        """Raised-cosine weights over one tile's blended span; positive everywhere, so every pixel is covered."""
+        return np.sin(np.pi * (np.arange(self.span) + 0.5) / self.span).astype(np.float32) ** 2
+
+    def weight_sum(self) -> np.ndarray:
+        """Sum of all tiles' windows at each output pixel of the image, shape ``(size * scale,)``."""
+        offset = self.margin * self.scale  # the first tile starts this far before the image
+        total = np.zeros(offset + self.starts[-1] * self.scale + self.span, np.float32)
+        window = self.window()
+        for i in range(len(self.starts)):
+            start = offset + self.blend_start(i)
+            total[start : start + self.span] += window
+        return total[offset : offset + self.size * self.scale]
+
+
+def _reflect(indices: np.ndarray, size: int) -> np.ndarray:
+    """Map indices outside ``[0, size)`` back inside by mirroring (like ``numpy.pad(mode="reflect")``)."""
+    if size == 1:
+        return np.zeros_like(indices)
+    period = 2 * (size - 1)
+    indices = np.mod(indices, period)
+    return np.where(indices >= size, period - indices, indices)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The input image, ready to be read as normalised ``(frames, h, w)`` blocks."""
+
+    image: Image
+    name: str
+    frames: int
+    frame_axis: int | None  # position in image.shape; None for single-frame models
+    normalizer: PercentileNormalizer
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        return self.image.shape[:-2]
+
+    def read(self, lead: tuple[int, ...], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Normalised float32 block ``(frames, len(rows), len(cols))`` for the output plane at ``lead``.
+
+        Only the bounding box of ``rows`` x ``cols`` (and of the frame window) is read.
+        """
+        index = list(lead)
+        frames = [0]
+        if self.frame_axis is not None:
+            window = frame_window(lead[self.frame_axis], self.frames, self.image.shape[self.frame_axis])
+            index[self.frame_axis] = slice(min(window), max(window) + 1)
+            frames = [f - min(window) for f in window]
+        y0, x0 = int(rows.min()), int(cols.min())
+        box = self.image.data[(*index, slice(y0, int(rows.max()) + 1), slice(x0, int(cols.max()) + 1))]
+        block = np.asarray(box.compute(scheduler="synchronous"), dtype=np.float32)
+        block = block.reshape(-1, *block.shape[-2:])[np.ix_(frames, rows - y0, cols - x0)]
+        check_finite(block, f"{self.name} (rows {y0}-{int(rows.max())} at {lead})")
+        return self.normalizer(block)
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+class Predictor:
+    """Apply a super-resolution model to images of any size, tile by tile.
+
+    Parameters
+    ----------
+    model
+        Maps ``(N, frames, h, w)`` to ``(N, 1, h * scale, w * scale)`` in normalised
+        intensity, for any ``h`` and ``w``. It is moved to ``device`` and put in eval mode.
+    scale
+        Upscaling factor of the model.
+    frames
+        Adjacent frames the model takes as channels (odd). With ``frames > 1`` each
+        output frame is predicted from the window of frames centred on it along
+        ``frame_axis``, reflected at the ends of the stack; the stack needs at least
+        ``frames // 2 + 1`` frames so that the reflection stays within one bounce.
+    frame_axis
+        ``"T"`` or ``"Z"``: the axis the frames come from.
+    normalizer
+        Unfitted: fitted to each input image (its percentiles, from sampled tiles
+        for large images). Fitted: used as is. Outputs are denormalised with the
+        same ``lo``/``hi``, so they are in the input's units.
+    tile
+        Side of a tile's core in LR pixels (smaller images use one tile of their size).
+    overlap
+        LR pixels of context read on each side of a core. The inner half is blended
+        with the neighbouring tiles, the outer half is context only, so tiled and
+        whole-image predictions agree exactly when ``overlap`` is at least twice
+        the model's receptive-field radius (:func:`microsr.models.receptive_field`),
+        which is the default (measured once per model, a few seconds). A smaller
+        overlap is faster and the blending hides the small differences. The work
+        per core grows as ``((tile + 2 * overlap) / tile) ** 2``.
+    batch_size
+        Tiles per forward pass.
+    device
+        Where the model runs; tiles are moved there and outputs back to the CPU.
+    progress
+        Show a progress bar over tiles.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+    >>> predictor = Predictor(model, scale=2, tile=16, overlap=4, progress=False)
+    >>> predictor.predict(np.random.default_rng(0).random((20, 30))).shape
+    (40, 60)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        scale: int,
+        frames: int = 1,
+        frame_axis: str = "T",
+        normalizer: PercentileNormalizer | None = None,
+        tile: int = 256,
+        overlap: int | None = None,
+        batch_size: int = 4,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> None:
+        for name, value, minimum in (("scale", scale, 1), ("frames", frames, 1), ("tile", tile, 1),
+                                     ("batch_size", batch_size, 1), ("overlap", overlap or 0, 0)):
+            if int(value) != value or value < minimum:
+                raise InputError(f"{name}={value!r}: give an integer >= {minimum}.")
+        if frames % 2 == 0:
+            raise InputError(f"frames={frames}: the frame window is centred on the output frame, so it must be odd.")
+        if frame_axis not in ("T", "Z"):
+            raise InputError(f"frame_axis={frame_axis!r}: use 'T' or 'Z'.")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.scale = scale
+        self.frames = frames
+        self.frame_axis = frame_axis
+        self.normalizer = normalizer or PercentileNormalizer()
+        self.tile = tile
+        self.overlap = _default_overlap(model) if overlap is None else overlap
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def predict(self, image: Image | np.ndarray, axes: str | None = None) -> np.ndarray:
+        """Predict a whole image into memory.
+
+        Parameters
+        ----------
+        image
+            An :class:`~microsr.io.Image` or an array; any leading ``T``, ``C`` (one
+            channel) and ``Z`` axes before ``YX``.
+        axes
+            Axes of an array in canonical ``TCZYX`` order, e.g. ``"ZYX"`` (default ``"YX"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(..., H * scale, W * scale)`` in the input's intensity units.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 9, 3, padding=1), torch.nn.PixelShuffle(3))
+        >>> stack = np.random.default_rng(0).random((2, 8, 8))
+        >>> Predictor(model, scale=3, overlap=2, progress=False).predict(stack, axes="ZYX").shape
+        (2, 24, 24)
+        """
+        source = self._source(_as_image(image, axes))
+        height, width = source.image.shape[-2:]
+        out = np.empty((*source.lead_shape, height * self.scale, width * self.scale), np.float32)
+        for _, lead, row, rows in self._rows(source):
+            out[(*lead, slice(row, row + len(rows)))] = rows
+        return out
+
+    def predict_to_file(
+        self,
+        image: Image,
+        output: PathLike,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        inputs: Iterable[PathLike] = (),
+    ) -> Path:
+        """Predict an image of any size into a file, streaming band by band.
+
+        The output's pixel size is the input's divided by ``scale`` (Z spacing kept).
+        Rows are first written to ``OUTPUT.partial`` (a Zarr array and a
+        ``progress.json``); when all are done it becomes ``output`` atomically via
+        :func:`microsr.io.write_image` (OME-Zarr with a pyramid, or TIFF) and is
+        deleted. Disk use peaks at about twice the output size.
+
+        Parameters
+        ----------
+        image
+            The input, typically from :func:`~microsr.io.read_image` (read lazily, one band at a time).
+        output
+            ``.ome.zarr``/``.zarr`` or ``.tif``/``.ome.tif``.
+        overwrite
+            Replace an existing ``output``.
+        resume
+            Continue from ``OUTPUT.partial`` left by an interrupted run with the same
+            input, model and settings, skipping its finished rows. Without it an
+            existing partial output is discarded.
+        inputs
+            Files the output must never replace (``image.path`` is always protected);
+            an output equal to an input or inside one is refused.
+
+        Returns
+        -------
+        Path
+            ``output``.
+
+        Raises
+        ------
+        InputError
+            If ``output`` exists (without ``overwrite``), is an input or inside one,
+            or ``OUTPUT.partial`` belongs to a different job (with ``resume``).
+
+        Examples
+        --------
+        >>> predictor.predict_to_file(read_image("cells.tif"), "cells_x4.ome.zarr")  # doctest: +SKIP
+        PosixPath('cells_x4.ome.zarr')
+        """
+        output = Path(output)
+        protected = [*inputs, *([image.path] if image.path else [])]
+        check_output(output, overwrite, protected)
+        source = self._source(image)
+        partial = output.with_name(output.name + ".partial")
+        job = self._job(source)
+        height, width = (n * self.scale for n in image.shape[-2:])
+        array, done = _open_partial(partial, job, (*image.shape[:-2], height, width), resume)
+        for plane, lead, row, rows in self._rows(source, done):
+            end = row + len(rows)
+            array[(*lead, slice(row, end))] = rows
+            # Resume granularity is a chunk row: a partly written chunk is rewritten whole.
+            finished = (plane + 1, 0) if end == height else (plane, end // _PARTIAL_CHUNK * _PARTIAL_CHUNK)
+            _save_progress(partial, job, finished)
+        result = Image(
+            da.from_zarr(array),
+            image.axes,
+            pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
+            z_spacing=image.z_spacing,
+        )
+        write_image(output, result, overwrite=overwrite, inputs=protected)
+        shutil.rmtree(partial)
+        return output
+
+    # ----------------------------------------------------------------------- internals
+
+    def _source(self, image: Image) -> _Source:
+        name = str(image.path) if image.path else "in-memory image"
+        lead_axes = image.axes[:-2]
+        if "C" in lead_axes and image.shape[image.axes.index("C")] > 1:
+            raise InputError(
+                f"{name}: has {image.shape[image.axes.index('C')]} channels (axes {image.axes}, shape "
+                f"{image.shape}) but the model takes one. Choose a single channel or convert to grayscale."
+            )
+        frame_axis = None
+        if self.frames > 1:
+            needed = self.frames // 2 + 1
+            length = image.shape[image.axes.index(self.frame_axis)] if self.frame_axis in lead_axes else 1
+            if length < needed:
+                raise InputError(
+                    f"{name}: the model expects {self.frames} frames along {self.frame_axis}; the input has axes "
+                    f"{image.axes} (shape {image.shape}). Give a stack of at least {needed} frames along "
+                    f"{self.frame_axis} (the window is reflected at the stack ends), e.g. with axes="
+                    f"'{self.frame_axis}YX', or use a single-frame model."
+                )
+            frame_axis = image.axes.index(self.frame_axis)
+        normalizer = self.normalizer if self.normalizer.fitted else self.normalizer.fit(image)
+        return _Source(image, name, self.frames, frame_axis, normalizer)
+
+    def _rows(
+        self, source: _Source, start: tuple[int, int] = (0, 0)
+    ) -> Iterator[tuple[int, tuple[int, ...], int, np.ndarray]]:
+        """Yield ``(plane number, lead index, first row, finished output rows)`` plane by plane.
+
+        Starts at output row ``start[1]`` of plane number ``start[0]`` (for resuming);
+        rows are float32 ``(n, W * scale)`` in the input's units.
+        """
+        planes = list(np.ndindex(source.lead_shape))
+        height, width = source.image.shape[-2:]
+        ys, xs = (_Axis(n, min(self.tile, n), self.overlap, self.scale) for n in (height, width))
+        first_plane, first_row = start
+        n_tiles = len(ys.starts) * len(xs.starts) * (len(planes) - first_plane)
+        with Progress(disable=not self.progress) as bar:
+            task = bar.add_task("Predicting tiles", total=n_tiles)
+            for plane in range(first_plane, len(planes)):
+                skip = first_row if plane == first_plane else 0
+                for row, rows in self._plane_rows(source, planes[plane], ys, xs, skip,
+                                                  lambda n: bar.advance(task, n)):
+                    yield plane, planes[plane], row, rows
+
+    def _plane_rows(
+        self, source: _Source, lead: tuple[int, ...], ys: _Axis, xs: _Axis, first_row: int,
+        advance: Callable[[int], None],
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Blend one plane band by band, yielding each run of finished rows from ``first_row`` on."""
+        s = self.scale
+        out_height = ys.size * s
+        x_offset = xs.margin * s  # accumulator columns start this far before the image
+        weight_y, weight_x = ys.weight_sum(), xs.weight_sum()
+        tile_weight = ys.window()[:, None] * xs.window()[None, :]
+        context = (self.overlap - ys.margin) * s, (self.overlap - xs.margin) * s
+        cols = xs.read_indices(0, len(xs.starts) - 1)
+        # sum(weight * output) over the rows band i blends; acc[0] is output row ys.blend_start(i).
+        acc = np.zeros((ys.span, x_offset + xs.starts[-1] * s + xs.span), np.float32)
+        step = ys.core * s  # output rows between consecutive bands
+        for i in range(len(ys.starts)):
+            top = ys.blend_start(i)
+            if top + ys.span <= first_row:  # resuming: this band only touches finished rows
+                advance(len(xs.starts))
+                continue
+            band = source.read(lead, ys.read_indices(i, i), cols)
+            tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
+            for x0, out in zip(xs.starts, self._run(tiles, advance)):
+                blended = out[context[0] : context[0] + ys.span, context[1] : context[1] + xs.span]
+                acc[:, x0 * s : x0 * s + xs.span] += blended * tile_weight
+            # Rows above the next band's first blended row get no more contributions.
+            stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
+            pieces = range(max(top, 0, first_row), stop, _EMIT_ROWS)
+            for start, end in zip(pieces, [*pieces[1:], stop]):
+                finished = acc[start - top : end - top, x_offset : x_offset + xs.size * s]
+                finished /= weight_y[start:end, None] * weight_x[None, :]  # in place: these rows are done
+                yield start, source.normalizer.denormalize(finished)
+            acc[: ys.span - step] = acc[step:]
+            acc[ys.span - step :] = 0
+
+    def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[np.ndarray]:
+        """Yield model outputs ``(h * scale, w * scale)`` for equal-sized ``(frames, h, w)`` tiles, in batches."""
+        expected = (1, tiles[0].shape[-2] * self.scale, tiles[0].shape[-1] * self.scale)
+        for start in range(0, len(tiles), self.batch_size):
+            with torch.inference_mode():
+                batch = torch.from_numpy(np.stack(tiles[start : start + self.batch_size])).to(self.device)
+                result = self.model(batch)
+            if tuple(result.shape[1:]) != expected:
+                raise InputError(
+                    f"the model returned shape {tuple(result.shape)} for input {tuple(batch.shape)}; "
+                    f"expected (N, {', '.join(map(str, expected))}) for scale={self.scale}. Check scale and frames."
+                )
+            outputs = result[:, 0].to("cpu", torch.float32).numpy()
+            advance(len(batch))
+            yield from outputs
+
+    def _job(self, source: _Source) -> dict:
+        """What identifies a streaming run, so a partial output is only resumed by the same job."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        image = source.image
+        return {
+            "input": str(image.path) if image.path else None,
+            "shape": list(image.shape), "dtype": str(image.dtype), "axes": image.axes,
+            "scale": self.scale, "frames": self.frames, "frame_axis": self.frame_axis,
+            "tile": self.tile, "overlap": self.overlap,
+            "lo": source.normalizer.lo, "hi": source.normalizer.hi,
+            "model": digest.hexdigest(),
+        }
+
+
+def _open_partial(
+    partial: Path, job: dict, shape: tuple[int, ...], resume: bool
+) -> tuple[zarr.Array, tuple[int, int]]:
+    """The partial output array and the first (plane, row) still to do."""
+    progress_file = partial / _PROGRESS_FILE
+    if resume and progress_file.is_file():
+        saved = json.loads(progress_file.read_text())
+        if saved["job"] != job:
+            changed = sorted(key for key in job if saved["job"].get(key) != job[key])
+            raise InputError(
+                f"{partial}: this partial output was started with a different {', '.join(changed)}; "
+                "resume with the same input, model and settings, or run without resume to start over."
+            )
+        return zarr.open_array(partial, mode="r+"), tuple(saved["done"])
+    if partial.exists():
+        shutil.rmtree(partial)
+    chunks = (1,) * (len(shape) - 2) + tuple(min(n, _PARTIAL_CHUNK) for n in shape[-2:])
+    array = zarr.create_array(partial, shape=shape, chunks=chunks, dtype=np.float32, fill_value=0.0)
+    _save_progress(partial, job, (0, 0))
+    return array, (0, 0)
+
+
+def _save_progress(partial: Path, job: dict, done: tuple[int, int]) -> None:
+    """Record that planes before ``done[0]`` and rows before ``done[1]`` of that plane are written."""
+    temporary = partial / (_PROGRESS_FILE + ".tmp")
+    temporary.write_text(json.dumps({"job": job, "done": list(done)}))
+    os.replace(temporary, partial / _PROGRESS_FILE)  # atomic: a crash never leaves a torn record
+
+
+def _as_image(image: Image | np.ndarray, axes: str | None) -> Image:
+    if isinstance(image, Image):
+        return image
+    array = np.asarray(image)
+    axes = axes or ("YX" if array.ndim == 2 else None)
+    if axes is None:
+        raise InputError(f"a {array.ndim}-D array needs axes=, e.g. axes={'TCZYX'[-array.ndim:]!r}.")
+    try:
+        return Image(array, axes.upper(), pixel_size=None)
+    except ValueError as exc:
+        raise InputError(f"axes={axes!r}: {exc}") from exc
+
+
+def _default_overlap(model: nn.Module) -> int:
+    """Twice the receptive-field radius: the outer half of the overlap is then enough context
+    for every blended pixel to be exact. Measuring takes seconds, so it is cached per model."""
+    if model not in _OVERLAPS:
+        _OVERLAPS[model] = 2 * receptive_field(model)
+    return _OVERLAPS[model]
+
+
+# --------------------------------------------------------------------------- pixel size
+
+
+def check_pixel_size(input_nm: float | None, model_nm: float | None, *, rescale: bool, force: bool) -> float | None:
+    """Compare an input's pixel size with the one the model was trained on.
+
+    Parameters
+    ----------
+    input_nm, model_nm
+        Pixel sizes in nanometres, ``None`` when unknown.
+    rescale
+        On a mismatch, return the zoom factor that resamples the input to the
+        model's pixel size (takes precedence over ``force``).
+    force
+        On a mismatch, only warn.
+
+    Returns
+    -------
+    float or None
+        ``input_nm / model_nm`` when the input should be resampled (``rescale``
+        and a mismatch), else ``None``.
+
+    Raises
+    ------
+    InputError
+        On a mismatch of more than 10 % without ``rescale`` or ``force``.
+
+    Examples
+    --------
+    >>> check_pixel_size(105.0, 100.0, rescale=False, force=False) is None
+    True
+    >>> check_pixel_size(None, 100.0, rescale=False, force=False) is None
+    True
+    >>> check_pixel_size(65.0, 100.0, rescale=False, force=False)
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: input pixel size 65 nm differs from the model's 100 nm by 35 %; \
+pass --rescale to resample the input to 100 nm, or --force to predict at 65 nm anyway.
+    """
+    if input_nm is None or model_nm is None or abs(input_nm - model_nm) <= _PIXEL_SIZE_TOLERANCE * model_nm:
+        return None
+    mismatch = (
+        f"input pixel size {input_nm:g} nm differs from the model's {model_nm:g} nm "
+        f"by {abs(input_nm - model_nm) / model_nm * 100:.0f} %"
+    )
+    if rescale:
+        factor = input_nm / model_nm
+        warnings.warn(f"{mismatch}; resampling the input by {factor:.3g} to {model_nm:g} nm.", stacklevel=2)
+        return factor
+    if force:
+        warnings.warn(f"{mismatch}; predicting anyway (--force), expect degraded results.", stacklevel=2)
+        return None
+    raise InputError(
+        f"{mismatch}; pass --rescale to resample the input to {model_nm:g} nm, "
+        f"or --force to predict at {input_nm:g} nm anyway."
+    )
+
+
+def rescale_image(image: Image, factor: float) -> Image:
+    """Resample the YX planes of ``image`` lazily by ``factor`` (bilinear, anti-aliased when shrinking).
+
+    Each plane is resampled whole when its block is computed, so memory holds a
+    plane at a time.
+
+    Parameters
+    ----------
+    image
+        Any axes ending in ``YX``.
+    factor
+        Zoom: > 1 enlarges. The YX size becomes ``round(size * factor)``.
+
+    Returns
+    -------
+    Image
+        float32 data with ``pixel_size`` divided by ``factor``.
+
+    Examples
+    --------
+    >>> image = Image(np.ones((2, 10, 20), np.uint16), "ZYX", pixel_size=65.0)
+    >>> small = rescale_image(image, 0.65)
+    >>> small.shape, small.pixel_size, float(small.data.max().compute())
+    ((2, 6, 13), 100.0, 1.0)
+    """
+    if not (math.isfinite(factor) and factor > 0):
+        raise InputError(f"rescale factor {factor!r}: give a positive number.")
+    shape_yx = tuple(max(1, round(n * factor)) for n in image.shape[-2:])
+    planes = image.data.rechunk((1,) * (image.ndim - 2) + (-1, -1))
+
+    def zoom(block: np.ndarray) -> np.ndarray:
+        plane = resize(block.reshape(block.shape[-2:]).astype(np.float32), shape_yx, order=1,
+                       anti_aliasing=factor < 1, preserve_range=True)
+        return plane.astype(np.float32).reshape(block.shape[:-2] + shape_yx)
+
+    data = planes.map_blocks(zoom, chunks=planes.chunks[:-2] + tuple((n,) for n in shape_yx), dtype=np.float32)
+    return image.replace(data=data, pixel_size=image.pixel_size / factor if image.pixel_size else None)

@@ -1,0 +1,285 @@
+"""The training loop: degrade HR tiles on the fly, fit the model, keep the best checkpoint.
+
+One function, :func:`train`, readable top to bottom: set up data, model and
+optimiser (or restore them with ``resume``), then for each epoch train, validate,
+and write ``last.safetensors`` (and ``best.safetensors`` when validation PSNR
+improves) plus the optimiser state. An interrupted run loses at most its current
+epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from microsr.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from microsr.config import RunConfig, load_config
+from microsr.data import DegradedPairs, PairedImages, PercentileNormalizer
+from microsr.degrade import load_degradation
+from microsr.errors import InputError
+from microsr.io import atomic_output, find_images, read_image
+from microsr.losses import get_loss, ms_ssim
+from microsr.models import create_model, receptive_field
+
+__all__ = ["pick_device", "train"]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The torch device for `name`: ``auto`` picks cuda, then mps, then cpu.
+
+    Examples
+    --------
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def train(
+    config: RunConfig | dict[str, Any] | str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    model: nn.Module | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None,
+) -> dict[str, Any]:
+    """Train a model as `config` describes and write its checkpoints to the folder `output`.
+
+    Parameters
+    ----------
+    config
+        A :class:`~microsr.config.RunConfig`, a dict, or a YAML/JSON file.
+    output
+        Model folder: ``best.safetensors``, ``last.safetensors``, ``config.json``,
+        ``train_state.pt`` and ``history.json`` are written there.
+    resume
+        Continue an interrupted run from ``output``'s last checkpoint. Without it, an
+        ``output`` that already holds a run is refused, so nothing is overwritten.
+    model
+        Any ``nn.Module`` mapping ``(N, frames, h, w)`` to ``(N, 1, h*scale, w*scale)``;
+        default: the registry model named in the config.
+    progress
+        Show a live progress bar.
+    on_epoch_end
+        Called after each validation with that epoch's record; returning True stops
+        training (after the checkpoint is written).
+
+    Returns
+    -------
+    dict
+        The last epoch's record: ``epoch``, ``step``, ``loss``, ``val_loss``,
+        ``val_psnr``, ``val_ssim``, ``bicubic_psnr``, ``seconds``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from microsr.samples import sample_path
+    >>> cfg = {"data": {"hr": [str(sample_path())], "tile": 64, "batch_size": 4, "samples_per_epoch": 8,
+    ...                 "num_workers": 0}, "scale": 2, "model": {"name": "resunet_small"}, "train": {"steps": 2}}
+    >>> train(cfg, tempfile.mkdtemp(), progress=False)["step"]
+    2
+    """
+    cfg = load_config(config)
+    output = Path(output)
+    state_file = output / "train_state.pt"
+    if not resume and (output / "last.safetensors").exists():
+        raise InputError(f"{output}: already holds a trained model; pass --resume to continue it or choose a new folder.")
+    if resume and not state_file.exists():
+        raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
+    output.mkdir(parents=True, exist_ok=True)
+
+    device = pick_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
+    train_set, val_set, pixel_size = _datasets(cfg)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        drop_last=len(train_set) >= cfg.data.batch_size,
+        pin_memory=device.type == "cuda",
+    )
+    net = model if model is not None else create_model(
+        cfg.model.name, in_channels=cfg.data.frames, scale=cfg.scale, **cfg.model.kwargs
+    )
+    net = net.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    loss_fn = get_loss(cfg.loss)
+    info = _checkpoint_info(cfg, net, pixel_size)
+    (output / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
+    if resume:
+        weights, _ = load_checkpoint(output / "last.safetensors")
+        load_state_into(net, weights, output / "last.safetensors")
+        saved = torch.load(state_file, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        run = {**saved["run"], "history": json.loads(saved["history"])}
+
+    total_steps = cfg.train.steps or (cfg.train.epochs or 0) * max(1, len(loader))
+    budget = 60 * cfg.train.minutes if cfg.train.minutes else None
+    bicubic_psnr = _bicubic_psnr(val_set, cfg.scale)
+    record: dict[str, Any] = {}
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("training", total=budget or total_steps, completed=run["seconds"] if budget else run["step"])
+        while run["seconds"] < budget if budget else run["step"] < total_steps:
+            started = time.monotonic()
+            net.train()
+            train_set.set_epoch(run["epoch"])
+            losses = []
+            for inputs, targets in loader:
+                fraction = run["seconds"] / budget if budget else run["step"] / total_steps
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(cfg.train.lr, min(fraction, 1.0), cfg.train.schedule)
+                inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                targets = targets.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss = loss_fn(net(inputs).float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.train.grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                losses.append(loss.item())
+                run["step"] += 1
+                elapsed = run["seconds"] + time.monotonic() - started
+                bar.update(task, completed=elapsed if budget else run["step"],
+                           description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}")
+                if (budget and elapsed >= budget) or (total_steps and run["step"] >= total_steps):
+                    break
+            val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, cfg.data.batch_size)
+            run["epoch"] += 1
+            run["seconds"] += time.monotonic() - started
+            record = {
+                "epoch": run["epoch"], "step": run["step"], "loss": float(np.mean(losses)) if losses else math.nan,
+                "val_loss": val_loss, "val_psnr": val_psnr, "val_ssim": val_ssim,
+                "bicubic_psnr": bicubic_psnr, "seconds": round(run["seconds"], 1),
+            }
+            run["history"].append(record)
+            save_checkpoint(output / "last.safetensors", net, info)
+            if val_psnr > run["best_psnr"]:
+                run["best_psnr"] = val_psnr
+                save_checkpoint(output / "best.safetensors", net, info)
+            _save_state(state_file, optimizer, run)
+            if progress:
+                bar.console.print(
+                    f"epoch {run['epoch']}: loss {record['loss']:.4f} · val PSNR {val_psnr:.2f} dB "
+                    f"(bicubic {bicubic_psnr:.2f}) · SSIM {val_ssim:.3f}"
+                )
+            if on_epoch_end is not None and on_epoch_end(record):
+                break
+    return record
+
+
+def _datasets(cfg: RunConfig) -> tuple[Any, Any, float | None]:
+    """Training and validation datasets from the config, and the HR pixel size (nm)."""
+    hr = [read_image(p, axes=cfg.data.axes, pixel_size=cfg.data.pixel_size) for p in find_images(cfg.data.hr)]
+    common = {
+        "tile": cfg.data.tile, "frames": cfg.data.frames, "frame_axis": cfg.data.frame_axis,
+        "val_fraction": cfg.data.val_fraction, "seed": cfg.train.seed,
+        "normalizer": PercentileNormalizer(**cfg.normalization),
+    }
+    if cfg.data.lr is None:
+        degradation = load_degradation(cfg.degradation, scale=cfg.scale)
+        make = lambda split, n: DegradedPairs(hr, degradation, split=split, samples_per_epoch=n, **common)  # noqa: E731
+    else:
+        lr = [read_image(p, axes=cfg.data.axes) for p in find_images(cfg.data.lr)]
+        make = lambda split, n: PairedImages(lr, hr, cfg.scale, split=split, samples_per_epoch=n, **common)  # noqa: E731
+    sizes = {image.pixel_size for image in hr}
+    return make("train", cfg.data.samples_per_epoch), make("val", None), sizes.pop() if len(sizes) == 1 else None
+
+
+def _checkpoint_info(cfg: RunConfig, net: nn.Module, hr_pixel_size: float | None) -> dict[str, Any]:
+    """What prediction needs to rebuild and apply the model, stored in every checkpoint."""
+    degradation = load_degradation(cfg.degradation, scale=cfg.scale).to_dict() if cfg.data.lr is None else None
+    return {
+        "arch": getattr(net, "arch", None),
+        "receptive_field": receptive_field(net, in_channels=cfg.data.frames),
+        "scale": cfg.scale,
+        "frames": cfg.data.frames,
+        "frame_axis": cfg.data.frame_axis,
+        "normalization": PercentileNormalizer(**cfg.normalization).to_dict(),
+        "degradation": degradation,
+        "output_pixel_size": hr_pixel_size,
+        "input_pixel_size": None if hr_pixel_size is None else hr_pixel_size * cfg.scale,
+        "run": cfg.model_dump(mode="json"),
+    }
+
+
+def _learning_rate(peak: float, fraction: float, schedule: str) -> float:
+    """Learning rate at `fraction` of the run: one-cycle (30 % warm-up) or cosine decay, by progress."""
+    if schedule == "onecycle" and fraction < 0.3:
+        return peak * (0.04 + 0.96 * (1 - math.cos(math.pi * fraction / 0.3)) / 2)
+    start = 0.3 if schedule == "onecycle" else 0.0
+    return peak * (0.001 + 0.999 * (1 + math.cos(math.pi * (fraction - start) / (1 - start))) / 2)
+
+
+@torch.inference_mode()
+def _validate(net: nn.Module, val_set: Any, loss_fn: nn.Module, device: torch.device, batch_size: int):
+    """Mean loss, PSNR (dB, data range 1 of normalised intensity) and SSIM over the fixed validation tiles."""
+    net.eval()
+    losses, psnrs, ssims = [], [], []
+    for inputs, targets in DataLoader(val_set, batch_size=batch_size):
+        prediction = net(inputs.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+        losses.append(loss_fn(prediction, targets).item())
+        psnrs.extend(_psnr(prediction, targets).tolist())
+        ssims.append(_ssim(prediction, targets))
+    return float(np.mean(losses)), float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def _bicubic_psnr(val_set: Any, scale: int) -> float:
+    """Validation PSNR of bicubic upscaling of the centre input frame: the baseline to beat."""
+    psnrs = []
+    for inputs, targets in DataLoader(val_set, batch_size=16):
+        centre = inputs[:, inputs.shape[1] // 2 : inputs.shape[1] // 2 + 1]
+        psnrs.extend(_psnr(F.interpolate(centre, scale_factor=scale, mode="bicubic"), targets).tolist())
+    return float(np.mean(psnrs))
+
+
+def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    mse = ((prediction.clamp(0, 1) - target.clamp(0, 1)) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    return float(ms_ssim(prediction.clamp(0, 1), target.clamp(0, 1), scales=1))
+
+
+def _save_state(path: Path, optimizer: torch.optim.Optimizer, run: dict[str, Any]) -> None:
+    """Optimiser state and counters; tensors and plain values only, so ``weights_only`` loading works."""
+    counters = {k: v for k, v in run.items() if k != "history"}
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save({"optimizer": optimizer.state_dict(), "run": counters, "history": json.dumps(run["history"])}, tmp)
+    with atomic_output(path.with_name("history.json"), overwrite=True) as tmp:
+        tmp.write_text(json.dumps(run["history"], indent=2) + "\n")
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -1,0 +1,193 @@
+"""Model registry, built-in architectures, cost and receptive-field measurement."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from microsr.errors import InputError
+from microsr.models import create_model, list_models, model_cost, receptive_field
+from microsr.models.resunet import ResUNet
+
+BUILTINS = ["resunet", "resunet_small", "unet"]
+
+# Parameters of the built-in configurations (in_channels=1, scale=4), as in docs/models.md.
+PARAMS = {"resunet": 2_086_017, "resunet_small": 140_737, "unet": 1_925_025}
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter a random non-zero value (new models have zero-initialised layers)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
+def test_builtins_are_registered():
+    assert set(BUILTINS) <= set(list_models())
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_output_shape_for_odd_and_tiny_inputs(name, scale, in_channels):
+    model = create_model(name, in_channels=in_channels, scale=scale)
+    assert (model.in_channels, model.scale) == (in_channels, scale)
+    with torch.no_grad():
+        for h, w in [(37, 53), (8, 8), (3, 1)]:
+            y = model(torch.rand(2, in_channels, h, w))
+            assert y.shape == (2, 1, h * scale, w * scale)
+            assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("resunet", {"widths": (8, 16)}), ("resunet_small", {}), ("unet", {"widths": [8, 16, 32]})],
+)
+def test_arch_rebuilds_the_same_model(name, kwargs):
+    model = _randomise(create_model(name, in_channels=3, scale=2, **kwargs))
+    arch = json.loads(json.dumps(model.arch))
+    assert arch["name"] == name
+    rebuilt = create_model(**arch).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+
+
+def test_unknown_model_name_lists_the_valid_ones():
+    with pytest.raises(InputError, match="resunet_small"):
+        create_model("resnet")
+
+
+def test_unknown_argument_lists_the_model_parameters():
+    with pytest.raises(InputError, match="widths"):
+        create_model("resunet", depth=3)
+    with pytest.raises(InputError, match="resunet_small"):
+        create_model("resunet_small", widths=(8, 16))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scale": 3}, "scale"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"widths": []}, "widths"),
+        ({"widths": [8, -1]}, "widths"),
+        ({"widths": {8, 16}}, "JSON"),
+    ],
+)
+def test_bad_arguments_raise_input_error(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        create_model("resunet", **kwargs)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_parameter_counts(name):
+    model = create_model(name)
+    assert model_cost(model, tile=32).params == sum(p.numel() for p in model.parameters()) == PARAMS[name]
+
+
+def test_flops_of_single_layers_match_hand_computation():
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    assert model_cost(conv, tile=16, in_channels=3) == (3 * 8 * 9 + 8, 2 * 3 * 8 * 9)
+    # Stride 2 = kernel 2: each output pixel gets one tap from each of 4 inputs, per channel.
+    transposed = nn.ConvTranspose2d(4, 2, kernel_size=2, stride=2)
+    assert model_cost(transposed, tile=16, in_channels=4).flops_per_output_pixel == 2 * 4 * 2
+    linear = nn.Linear(16, 16)  # acts on the last axis: 16 MACs per output value
+    assert model_cost(linear, tile=16).flops_per_output_pixel == 2 * 16
+
+
+def test_flops_scale_with_output_pixels():
+    small = model_cost(create_model("resunet_small", scale=1))
+    large = model_cost(create_model("resunet_small", scale=4))
+    # The body runs at input resolution, so per output pixel it costs 16x less at scale 4.
+    assert large.flops_per_output_pixel < small.flops_per_output_pixel / 4
+
+
+def test_receptive_field_of_conv_stacks():
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    assert receptive_field(conv) == 1
+    assert receptive_field(nn.Sequential(conv, nn.ReLU(), nn.Conv2d(1, 1, 3, padding=1))) == 2
+    assert receptive_field(nn.Conv2d(2, 1, 3, padding=2, dilation=2), in_channels=2) == 2
+
+
+def test_receptive_field_ignores_zero_weights():
+    conv = nn.Conv2d(1, 1, 5, padding=2)
+    nn.init.zeros_(conv.weight)
+    assert receptive_field(conv) == 2
+
+
+def test_receptive_field_warns_for_global_models():
+    class GlobalMean(nn.Module):
+        def forward(self, x):
+            return x - x.mean()
+
+    with pytest.warns(UserWarning, match="whole image"):
+        assert receptive_field(GlobalMean(), max_size=64) >= 32
+
+
+def test_resunet_output_ignores_input_beyond_receptive_field():
+    model = _randomise(ResUNet(scale=2, widths=(4, 8, 8, 8)))
+    rf = receptive_field(model)
+    assert 0 < rf < 200
+    size = 2 * rf + 24
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(x)
+        for offset in range(8):  # every position relative to the 2**3 pooling grid
+            c = size // 2 - 4 + offset
+            o = 2 * c + 1  # an output pixel inside input pixel c
+            for dy, dx in [(rf + 1, 0), (0, -rf - 1), (-rf - 1, rf + 1)]:
+                perturbed = x.clone()
+                perturbed[..., c + dy, c + dx] += 10
+                assert model(perturbed)[..., o, o] == reference[..., o, o]
+        perturbed = x.clone()
+        perturbed[..., c, c] += 10
+        assert model(perturbed)[..., o, o] != reference[..., o, o]
+
+
+def test_resunet_global_residual_is_bicubic_of_centre_frame():
+    model = create_model("resunet_small", in_channels=3, scale=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        x = torch.rand(2, 3, 11, 13)
+        expected = F.interpolate(x[:, 1:2], scale_factor=4, mode="bicubic", align_corners=False)
+        assert torch.allclose(model(x), expected)
+
+
+def test_new_resunet_is_bicubic_interpolation():
+    model = create_model("resunet", scale=2)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), F.interpolate(x, scale_factor=2, mode="bicubic"))
+
+
+def test_resunet_small_overfits_one_pair():
+    torch.manual_seed(0)
+    noise = torch.rand(1, 1, 34, 34, generator=torch.Generator().manual_seed(0))
+    x = F.avg_pool2d(noise, 3, stride=1)
+    x = (x - x.min()) / (x.max() - x.min())
+    # Blocky nearest-neighbour upsampling is far from the bicubic start but learnable.
+    target = F.interpolate(x, scale_factor=4, mode="nearest")
+    model = create_model("resunet_small", scale=4)
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(100):
+        loss = F.mse_loss(model(x), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 5
+
+
+def test_any_module_can_be_measured():
+    model = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 1, 1))
+    cost = model_cost(model, tile=8)
+    assert cost == (4 * 9 + 4 + 4 + 1, 2 * (9 * 4 + 4))
+    assert receptive_field(model) == 1

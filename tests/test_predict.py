@@ -1,0 +1,325 @@
+"""Tiled prediction: seams, shapes, leading axes, normalisation, streaming, resume, memory, pixel size."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from microsr.data import PercentileNormalizer
+from microsr.errors import InputError
+from microsr.io import Image, read_image, write_image
+from microsr.predict import Predictor, check_pixel_size, rescale_image
+
+RF_RADIUS = 3  # three 3x3 convolutions
+
+
+def conv_model(scale: int = 2, frames: int = 1, seed: int = 0) -> nn.Module:
+    """A small random CNN ending in PixelShuffle; receptive-field radius 3."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(frames, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, scale * scale, 3, padding=1), nn.PixelShuffle(scale),
+    )
+
+
+class Channel(nn.Module):
+    """Nearest-neighbour upsampling of one input channel: output = that frame, enlarged."""
+
+    def __init__(self, channel: int, scale: int) -> None:
+        super().__init__()
+        self.channel, self.scale = channel, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[:, self.channel : self.channel + 1], scale_factor=self.scale, mode="nearest")
+
+
+class Interrupting(nn.Module):
+    """Counts forward calls and raises KeyboardInterrupt on call number `stop_at`."""
+
+    def __init__(self, model: nn.Module, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.model, self.stop_at, self.calls = model, stop_at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.model(x)
+
+
+def predictor(model: nn.Module, **options) -> Predictor:
+    options.setdefault("scale", 2)
+    return Predictor(model, progress=False, **options)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize("shape", [(37, 101), (10, 10), (64, 64), (100, 33)])
+def test_tiled_matches_whole_image(rng, shape):
+    image = rng.random(shape).astype(np.float32) * 1000
+    norm = PercentileNormalizer().fit(image)
+    model = conv_model()
+    whole = predictor(model, tile=1024, overlap=2 * RF_RADIUS, normalizer=norm).predict(image)
+    tiled = predictor(model, tile=32, overlap=2 * RF_RADIUS, normalizer=norm).predict(image)
+    assert whole.shape == tiled.shape == (shape[0] * 2, shape[1] * 2)
+    assert whole.dtype == np.float32
+    assert np.abs(whole - tiled).max() / (norm.hi - norm.lo) < 1e-5
+
+
+def test_small_overlap_is_blended_without_seams(rng):
+    """Below the receptive field, tiles differ a little; the window spreads it, no jumps."""
+    image = rng.random((64, 64)).astype(np.float32)
+    norm = PercentileNormalizer().fit(image)
+    model = conv_model()
+    whole = predictor(model, tile=64, overlap=4, normalizer=norm).predict(image)
+    tiled = predictor(model, tile=16, overlap=2, normalizer=norm).predict(image)
+    assert 0 < np.abs(whole - tiled).max() / (norm.hi - norm.lo) < 0.2
+
+
+def test_no_edge_dropped():
+    image = np.zeros((37, 101), np.float32)
+    image[:, -1] = 1.0
+    image[-1, :] = 1.0
+    out = predictor(Channel(0, 3), scale=3, tile=32, overlap=4).predict(image)
+    assert out.shape == (111, 303)
+    np.testing.assert_allclose(out[:, -3:], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[-3:, :], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[:-3, :-3], 0.0, atol=1e-6)
+
+
+def test_model_with_wrong_scale_is_reported(rng):
+    with pytest.raises(InputError, match="scale=3"):
+        predictor(conv_model(scale=2), scale=3, overlap=2).predict(rng.random((20, 20)))
+
+
+# --------------------------------------------------------------------------- leading axes
+
+
+def test_z_stack_is_predicted_slice_by_slice(rng):
+    stack = rng.random((3, 20, 30)).astype(np.float32)
+    norm = PercentileNormalizer().fit(stack)
+    p = predictor(conv_model(), tile=16, overlap=6, normalizer=norm)
+    out = p.predict(stack, axes="ZYX")
+    assert out.shape == (3, 40, 60)
+    for z in range(3):
+        np.testing.assert_allclose(out[z], p.predict(stack[z]), atol=1e-6)
+
+
+@pytest.mark.parametrize(("channel", "source"), [(0, [1, 0, 1, 2, 3]), (1, [0, 1, 2, 3, 4]), (2, [1, 2, 3, 4, 3])])
+def test_frame_window_is_centred_and_reflected(channel, source):
+    frames = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 12, 9), np.float32)
+    identity = PercentileNormalizer(lo=0.0, hi=1.0)
+    p = predictor(Channel(channel, 2), frames=3, tile=8, overlap=2, normalizer=identity)
+    out = p.predict(Image(frames, "TYX", pixel_size=None))
+    assert out.shape == (5, 24, 18)
+    np.testing.assert_allclose(out[:, 0, 0], source)
+
+
+def test_frames_along_t_of_a_tzyx_stack(rng):
+    stack = rng.random((4, 2, 10, 10)).astype(np.float32)
+    identity = PercentileNormalizer(lo=0.0, hi=1.0)
+    out = predictor(Channel(0, 2), frames=3, overlap=0, normalizer=identity).predict(stack, axes="TZYX")
+    assert out.shape == (4, 2, 20, 20)
+    np.testing.assert_allclose(out[2, 1, ::2, ::2], stack[1, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "message"),
+    [
+        ((10, 10), "YX", "model expects 3 frames along T; the input has axes YX"),
+        ((4, 10, 10), "ZYX", "model expects 3 frames along T; the input has axes ZYX"),
+    ],
+)
+def test_missing_frame_axis_is_an_input_error(shape, axes, message):
+    with pytest.raises(InputError, match=message):
+        predictor(Channel(0, 2), frames=3, overlap=0).predict(np.zeros(shape), axes=axes)
+
+
+def test_too_short_stack_and_channels_are_input_errors():
+    short = Image(np.zeros((2, 8, 8)), "TYX", pixel_size=None)
+    with pytest.raises(InputError, match="at least 3 frames"):
+        predictor(Channel(0, 2), frames=5, overlap=0).predict(short)
+    with pytest.raises(InputError, match="3 channels"):
+        predictor(Channel(0, 2), overlap=0).predict(np.zeros((3, 8, 8)), axes="CYX")
+    with pytest.raises(InputError, match="odd"):
+        predictor(Channel(0, 2), frames=2, overlap=0)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def test_output_is_in_the_input_units(rng):
+    image = rng.integers(1000, 5000, (40, 50)).astype(np.uint16)
+    out = predictor(Channel(0, 2), tile=16, overlap=2).predict(image)
+    assert out.dtype == np.float32
+    assert 990 < out.min() and out.max() < 5010
+    np.testing.assert_allclose(out[::2, ::2], image, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@pytest.fixture
+def stack_file(tmp_path, rng):
+    """A ZYX uint16 TIFF with 100 nm pixels and 300 nm Z spacing."""
+    data = rng.integers(0, 4000, (2, 70, 45)).astype(np.uint16)
+    return write_image(tmp_path / "stack.tif", Image(data, "ZYX", pixel_size=100.0, z_spacing=300.0))
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif", ".ome.tif"])
+def test_streaming_matches_in_memory(tmp_path, stack_file, suffix):
+    image = read_image(stack_file)
+    p = predictor(conv_model(), tile=32, overlap=6)
+    written = p.predict_to_file(image, tmp_path / f"out{suffix}")
+    result = read_image(written)
+    assert result.axes == "ZYX"
+    assert result.pixel_size == pytest.approx(50.0)
+    assert result.z_spacing == pytest.approx(300.0)
+    np.testing.assert_allclose(result.data.compute(), p.predict(image), rtol=1e-6, atol=1e-3)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["stack.tif", written.name])
+
+
+def test_existing_output_needs_overwrite(tmp_path, stack_file):
+    output = tmp_path / "out.ome.zarr"
+    output.mkdir()
+    model = Interrupting(conv_model())
+    with pytest.raises(InputError, match="exists"):
+        predictor(model, overlap=6).predict_to_file(read_image(stack_file), output)
+    assert model.calls == 0  # refused before any work
+    predictor(model, overlap=6).predict_to_file(read_image(stack_file), output, overwrite=True)
+    assert read_image(output).shape == (2, 140, 90)
+
+
+def test_output_inside_the_input_is_refused(tmp_path, stack_file):
+    source = write_image(tmp_path / "in.ome.zarr", read_image(stack_file))
+    for output in (source, source / "out.tif"):
+        with pytest.raises(InputError, match="input"):
+            predictor(conv_model(), overlap=6).predict_to_file(read_image(source), output, overwrite=True)
+
+
+def test_resume_after_interrupt(tmp_path, rng):
+    # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane; the
+    # output planes have 600 rows, recorded as done in chunk rows of 512.
+    data = rng.integers(0, 4000, (2, 300, 40)).astype(np.uint16)
+    image = Image(data, "ZYX", pixel_size=100.0)
+    options = dict(tile=32, overlap=6, normalizer=PercentileNormalizer().fit(image))
+    reference = predictor(conv_model(), **options).predict_to_file(image, tmp_path / "reference.ome.zarr")
+    # Interrupted in band 9 of plane 0, rows 0-511 are done and bands 7-9 blend rows
+    # from 512 on; interrupted in plane 1, plane 0 is done.
+    for stop_at, calls_to_finish in ((10, 3 + 10), (15, 10)):
+        output = tmp_path / f"out{stop_at}.ome.zarr"
+        with pytest.raises(KeyboardInterrupt):
+            predictor(Interrupting(conv_model(), stop_at), **options).predict_to_file(image, output)
+        assert not output.exists()
+        assert (tmp_path / f"{output.name}.partial" / "progress.json").is_file()
+        model = Interrupting(conv_model())
+        predictor(model, **options).predict_to_file(image, output, resume=True)
+        assert model.calls == calls_to_finish
+        assert not (tmp_path / f"{output.name}.partial").exists()
+        np.testing.assert_array_equal(read_image(output).data.compute(), read_image(reference).data.compute())
+
+
+def test_resume_refuses_a_different_job(tmp_path, stack_file):
+    output = tmp_path / "out.ome.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        predictor(Interrupting(conv_model(), 2), tile=16, overlap=6).predict_to_file(read_image(stack_file), output)
+    with pytest.raises(InputError, match="different model"):
+        predictor(conv_model(seed=1), tile=16, overlap=6).predict_to_file(read_image(stack_file), output, resume=True)
+    # Without resume the partial output is discarded and the run starts over.
+    predictor(conv_model(seed=1), tile=16, overlap=6).predict_to_file(read_image(stack_file), output)
+    assert output.exists()
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import psutil, torch
+    from torch import nn
+    from microsr.io import read_image
+    from microsr.predict import Predictor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.PixelShuffle(4))
+    predictor = Predictor(model, scale=4, tile=256, overlap=4, progress=False)
+    image = read_image(sys.argv[1])
+    baseline = psutil.Process().memory_info().rss
+    predictor.predict_to_file(image, sys.argv[2])
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking pytest process.
+    peak = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024
+    print(json.dumps({"baseline": baseline, "peak": peak}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_streaming_memory_is_bounded(tmp_path):
+    """2048^2 LR -> 8192^2 float32 output (256 MiB) to OME-Zarr, in a fresh process.
+
+    Holding the output would take 256 MiB and blending it in memory twice that.
+    Streaming holds one band: a 1056 x 8200 float32 accumulator (33 MiB), a batch of
+    model outputs (4 x 17 MiB), the model's working set and Zarr's encode buffers;
+    about 230 MiB measured, independent of the image height. The bound is the output
+    size itself, and 1 GiB in total.
+    """
+    source = tmp_path / "big.tif"
+    data = np.random.default_rng(0).integers(1000, 5000, (2048, 2048), dtype=np.uint16)
+    tifffile.imwrite(source, data)
+    del data
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(source), str(tmp_path / "big_x4.ome.zarr")],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    usage = json.loads(result.stdout)
+    output_bytes = 8192 * 8192 * 4
+    assert usage["peak"] - usage["baseline"] < output_bytes, usage
+    assert usage["peak"] < 2**30, usage
+    assert read_image(tmp_path / "big_x4.ome.zarr").shape == (8192, 8192)
+
+
+# --------------------------------------------------------------------------- pixel size
+
+
+@pytest.mark.parametrize(
+    ("input_nm", "model_nm"), [(100.0, 100.0), (109.0, 100.0), (91.0, 100.0), (None, 100.0), (100.0, None)]
+)
+def test_matching_or_unknown_pixel_size_needs_nothing(input_nm, model_nm):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_pixel_size(input_nm, model_nm, rescale=False, force=False) is None
+
+
+def test_pixel_size_mismatch():
+    with pytest.raises(InputError, match=r"65 nm.*100 nm.*--rescale.*--force"):
+        check_pixel_size(65.0, 100.0, rescale=False, force=False)
+    with pytest.warns(UserWarning, match="resampling"):
+        assert check_pixel_size(65.0, 100.0, rescale=True, force=False) == pytest.approx(0.65)
+    with pytest.warns(UserWarning, match="anyway"):
+        assert check_pixel_size(65.0, 100.0, rescale=False, force=True) is None
+
+
+def test_rescale_image_resamples_lazily():
+    ramp = np.tile(np.linspace(0, 100, 40, dtype=np.float32), (2, 30, 1))
+    image = Image(ramp, "ZYX", pixel_size=50.0, z_spacing=200.0)
+    half = rescale_image(image, 0.5)
+    assert half.shape == (2, 15, 20) and half.pixel_size == 100.0 and half.z_spacing == 200.0
+    plane = half.data[1].compute()
+    assert plane.dtype == np.float32
+    assert np.all(np.diff(plane[7]) > 0)  # the ramp survives, rising left to right
+    assert plane.min() >= 0 and plane.max() <= 100
+    with pytest.raises(InputError, match="positive"):
+        rescale_image(image, 0)
