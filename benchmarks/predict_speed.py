@@ -29,7 +29,7 @@ import tifffile
 import torch
 
 from microsr.models import create_model, receptive_field
-from microsr.predict import Predictor
+from microsr.predict import Predictor, overlap_for
 from microsr.io import read_image
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--case", choices=["stream", "tiled", "whole"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.overlap is None:
-        args.overlap = 2 * receptive_field(_model(args.model, args.scale))
+        args.overlap = overlap_for(receptive_field(_model(args.model, args.scale)))
     if args.case:
         print(json.dumps(_case(args)))
         return

@@ -3,8 +3,9 @@
 A :class:`Predictor` cuts every YX plane into a grid of ``tile`` x ``tile`` cores,
 each read with ``overlap`` pixels of context on every side (reflected at the image
 borders), runs the tiles through the model in batches and blends the overlapping
-outputs with a smooth separable window over the inner half of the overlap. With
-an overlap of at least twice the model's receptive-field radius every blended
+outputs with a smooth separable window over the inner ``BLEND_MARGIN`` pixels of
+the overlap. With an overlap of at least the model's receptive-field radius plus
+that margin (:func:`overlap_for`) every blended
 output pixel sees the same input as in a whole-image prediction, so tiled and
 whole-image results agree; with less, the window spreads the small differences
 so that no seams show.
@@ -47,13 +48,16 @@ from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
 from microsr.models import receptive_field
 
-__all__ = ["Predictor", "check_pixel_size", "rescale_image"]
+__all__ = ["BLEND_MARGIN", "Predictor", "check_pixel_size", "overlap_for", "rescale_image"]
 
 PathLike = str | os.PathLike[str]
 
 _PIXEL_SIZE_TOLERANCE = 0.10
 _PARTIAL_CHUNK = 512  # YX chunk side of the partial output, also the resume granularity
 _PROGRESS_FILE = "progress.json"
+BLEND_MARGIN = 8
+"""LR pixels each side of a tile's core over which neighbouring tiles are cross-faded."""
+
 _OVERLAPS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 _EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
 
@@ -80,7 +84,7 @@ class _Axis:
 
     @property
     def margin(self) -> int:
-        return self.overlap // 2
+        return min(self.overlap // 2, BLEND_MARGIN)
 
     @property
     def starts(self) -> range:
@@ -186,9 +190,10 @@ class Predictor:
     overlap
         LR pixels of context read on each side of a core. The inner half is blended
         with the neighbouring tiles, the outer half is context only, so tiled and
-        whole-image predictions agree exactly when ``overlap`` is at least twice
-        the model's receptive-field radius (:func:`microsr.models.receptive_field`),
-        which is the default (measured once per model, a few seconds). A smaller
+        whole-image predictions agree exactly when ``overlap`` is at least
+        :func:`overlap_for` of the model's receptive-field radius
+        (:func:`microsr.models.receptive_field`), which is the default (measured once
+        per model, which takes seconds; checkpoints record it). A smaller
         overlap is faster and the blending hides the small differences. The work
         per core grows as ``((tile + 2 * overlap) / tile) ** 2``.
     batch_size
@@ -500,11 +505,24 @@ def _as_image(image: Image | np.ndarray, axes: str | None) -> Image:
         raise InputError(f"axes={axes!r}: {exc}") from exc
 
 
+def overlap_for(radius: int) -> int:
+    """Overlap (LR pixels per side) that makes tiled prediction exact for a receptive-field `radius`.
+
+    A blended pixel lies at most ``BLEND_MARGIN`` pixels outside its tile's core, so
+    it still sees `radius` pixels of real context.
+
+    Examples
+    --------
+    >>> overlap_for(54)
+    62
+    """
+    return radius + BLEND_MARGIN
+
+
 def _default_overlap(model: nn.Module) -> int:
-    """Twice the receptive-field radius: the outer half of the overlap is then enough context
-    for every blended pixel to be exact. Measuring takes seconds, so it is cached per model."""
+    """:func:`overlap_for` the measured receptive field, cached per model (measuring takes seconds)."""
     if model not in _OVERLAPS:
-        _OVERLAPS[model] = 2 * receptive_field(model)
+        _OVERLAPS[model] = overlap_for(receptive_field(model))
     return _OVERLAPS[model]
 
 

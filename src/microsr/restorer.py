@@ -21,7 +21,7 @@ from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, read_image
 from microsr.models import create_model
-from microsr.predict import Predictor, check_pixel_size, rescale_image
+from microsr.predict import Predictor, check_pixel_size, overlap_for, rescale_image
 
 __all__ = ["Restorer", "load_model"]
 
@@ -70,9 +70,8 @@ class Restorer:
             frame_axis=self.info.get("frame_axis", "T"),
             normalizer=PercentileNormalizer.from_dict(self.info["normalization"]),
             tile=tile,
-            # Twice the radius makes tiled output exact (see Predictor); recorded at training,
-            # it spares measuring the receptive field again.
-            overlap=None if radius is None else 2 * radius,
+            # Recorded at training, the receptive field need not be measured again.
+            overlap=None if radius is None else overlap_for(radius),
             batch_size=batch_size,
             device=device,
             progress=progress,
