@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,11 @@ def _model(name: str, scale: int) -> torch.nn.Module:
     return create_model(name, scale=scale)
 
 
+def _peak_rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+
+
 def _case(args: argparse.Namespace) -> dict:
     """Run one case in this process and return its measurements."""
     model = _model(args.model, args.scale)
@@ -48,7 +52,7 @@ def _case(args: argparse.Namespace) -> dict:
         del data
         whole = args.case == "whole"
         predictor = Predictor(model, scale=args.scale, tile=args.size if whole else args.tile,
-                              overlap=args.overlap, progress=False)
+                              overlap=args.overlap, batch_size=args.batch_size, progress=False)
         image = read_image(source)
         start = time.perf_counter()
         if args.case == "stream":
@@ -61,13 +65,15 @@ def _case(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "output_megapixels": megapixels,
         "megapixels_per_s": megapixels / seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork/exec.
+        "peak_rss_mb": _peak_rss_kb() / 1024,
     }
 
 
 def _run(case: str, size: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--case", case, "--size", str(size), "--model", args.model,
-               "--scale", str(args.scale), "--tile", str(args.tile), "--overlap", str(args.overlap)]
+               "--scale", str(args.scale), "--tile", str(args.tile), "--overlap", str(args.overlap),
+               "--batch-size", str(args.batch_size)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
@@ -79,6 +85,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--tile", type=int, default=256, help="LR tile core side")
     parser.add_argument("--overlap", type=int, help="LR context per side (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--case", choices=["stream", "tiled", "whole"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,7 +106,7 @@ def main() -> None:
         "tiled_whole_rss": cases["tiled_1024"]["peak_rss_mb"] / cases["whole_1024"]["peak_rss_mb"],
         "stream_rss_vs_1024": cases["stream"]["peak_rss_mb"] / cases["stream_1024"]["peak_rss_mb"],
     }
-    settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap")}
+    settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap", "batch_size")}
     settings.update(torch=torch.__version__, threads=torch.get_num_threads())
 
     print(f"model {args.model} x{args.scale}, tile {args.tile}, overlap {args.overlap}, "

@@ -47,7 +47,8 @@ def _foreign(tmp_path):
 
 def _newer(tmp_path):
     path = tmp_path / "newer.safetensors"
-    save_file({"w": torch.zeros(2)}, str(path), metadata={"microsr": json.dumps({"format_version": FORMAT_VERSION + 1})})
+    newer = json.dumps({"format_version": FORMAT_VERSION + 1})
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"microsr": newer})
     return path
 
 

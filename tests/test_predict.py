@@ -213,11 +213,11 @@ def test_output_inside_the_input_is_refused(tmp_path, stack_file):
 
 
 def test_resume_after_interrupt(tmp_path, rng):
-    # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane; the
-    # output planes have 600 rows, recorded as done in chunk rows of 512.
+    # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane (batches of
+    # up to 4 tiles); the output planes have 600 rows, recorded as done in chunk rows of 512.
     data = rng.integers(0, 4000, (2, 300, 40)).astype(np.uint16)
     image = Image(data, "ZYX", pixel_size=100.0)
-    options = dict(tile=32, overlap=6, normalizer=PercentileNormalizer().fit(image))
+    options = dict(tile=32, overlap=6, batch_size=4, normalizer=PercentileNormalizer().fit(image))
     reference = predictor(conv_model(), **options).predict_to_file(image, tmp_path / "reference.ome.zarr")
     # Interrupted in band 9 of plane 0, rows 0-511 are done and bands 7-9 blend rows
     # from 512 on; interrupted in plane 1, plane 0 is done.

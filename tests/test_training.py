@@ -107,3 +107,30 @@ def test_a_custom_module_trains_and_loads(hr_file, tmp_path):
         microsr.load_model(tmp_path / "custom")
     restorer = microsr.load_model(tmp_path / "custom", model=TwoConvs())
     assert restorer.predict(np.ones((16, 16), np.float32)).shape == (64, 64)
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(hr_file, tmp_path):
+    """Kill the training process (no chance to clean up) after its first epochs, then resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps(_config(hr_file, steps=100_000)))
+    output = tmp_path / "model"
+    child = subprocess.Popen([sys.executable, "-m", "microsr", "train", str(config), "-o", str(output),
+                              "--workers", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output / "history.json").exists() or len(json.loads((output / "history.json").read_text())) < 2:
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.2)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    saved = torch.load(output / "train_state.pt", weights_only=True)["run"]
+    record = microsr.train(_config(hr_file, steps=saved["step"] + 8), output, resume=True, progress=False)
+    assert (record["epoch"], record["step"]) == (saved["epoch"] + 1, saved["step"] + 8)

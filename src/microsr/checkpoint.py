@@ -99,7 +99,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     """
     path = checkpoint_path(path)
     if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found. Give a model folder written by `microsr train` or its .safetensors file.")
+        raise InputError(
+            f"{path}: checkpoint not found. Give a model folder written by `microsr train` or its .safetensors file."
+        )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -110,7 +112,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             "which can run arbitrary code; convert them to safetensors or retrain."
         ) from exc
     if _KEY not in metadata:
-        raise InputError(f"{path}: a safetensors file without microsr's model description; it was not written by microsr.")
+        raise InputError(
+            f"{path}: a safetensors file without microsr's model description; it was not written by microsr."
+        )
     info = json.loads(metadata[_KEY])
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise InputError(
@@ -132,7 +136,9 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes differ
-        raise InputError(f"{source}: the weights do not fit the model ({exc}); it belongs to another architecture.") from exc
+        raise InputError(
+            f"{source}: the weights do not fit the model ({exc}); it belongs to another architecture."
+        ) from exc
     problems = []
     if result.missing_keys:
         problems.append(f"missing {len(result.missing_keys)} weights (e.g. {result.missing_keys[0]})")

@@ -96,7 +96,7 @@ class RunConfig(_Strict):
         if self.scale not in (1, 2, 4, 8):
             raise ValueError(f"scale {self.scale}: use 1, 2, 4 or 8")
         if self.data.frames % 2 == 0:
-            raise ValueError(f"data.frames {self.data.frames}: use an odd number (1, 3, 5, ...) so a centre frame exists")
+            raise ValueError(f"data.frames {self.data.frames}: use an odd number (1, 3, 5, ...) for a centre frame")
         return self
 
 

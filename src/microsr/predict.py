@@ -197,7 +197,8 @@ class Predictor:
         overlap is faster and the blending hides the small differences. The work
         per core grows as ``((tile + 2 * overlap) / tile) ** 2``.
     batch_size
-        Tiles per forward pass.
+        Tiles per forward pass. On a CPU one tile is as fast as several and needs a quarter
+        of the memory of four (see benchmarks/README.md); raise it on a GPU.
     device
         Where the model runs; tiles are moved there and outputs back to the CPU.
     progress
@@ -222,7 +223,7 @@ class Predictor:
         normalizer: PercentileNormalizer | None = None,
         tile: int = 256,
         overlap: int | None = None,
-        batch_size: int = 4,
+        batch_size: int = 1,
         device: str | torch.device = "cpu",
         progress: bool = True,
     ) -> None:

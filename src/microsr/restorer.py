@@ -59,7 +59,7 @@ class Restorer:
         """Pixel size (nm) of the inputs it was trained for, if known."""
         return self.info.get("input_pixel_size")
 
-    def predictor(self, *, device: str | torch.device = "cpu", tile: int = 256, batch_size: int = 4,
+    def predictor(self, *, device: str | torch.device = "cpu", tile: int = 256, batch_size: int = 1,
                   progress: bool = False) -> Predictor:
         """A :class:`~microsr.predict.Predictor` applying this model as it was trained."""
         radius = self.info.get("receptive_field")
@@ -141,7 +141,7 @@ def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) 
     state, info = load_checkpoint(file)
     for key in ("scale", "normalization"):
         if key not in info:
-            raise InputError(f"{file}: the checkpoint's description lacks {key!r}; it is damaged or not a microsr model.")
+            raise InputError(f"{file}: the checkpoint's description lacks {key!r}; it is damaged or not from microsr.")
     if model is None:
         arch = info.get("arch")
         if not arch:

@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def train(
     output = Path(output)
     state_file = output / "train_state.pt"
     if not resume and (output / "last.safetensors").exists():
-        raise InputError(f"{output}: already holds a trained model; pass --resume to continue it or choose a new folder.")
+        raise InputError(f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder.")
     if resume and not state_file.exists():
         raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
     output.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,8 @@ def train(
     bicubic_psnr = _bicubic_psnr(val_set, cfg.scale)
     record: dict[str, Any] = {}
     with _progress_bar(progress) as bar:
-        task = bar.add_task("training", total=budget or total_steps, completed=run["seconds"] if budget else run["step"])
+        done = run["seconds"] if budget else run["step"]
+        task = bar.add_task("training", total=budget or total_steps, completed=done)
         while run["seconds"] < budget if budget else run["step"] < total_steps:
             started = time.monotonic()
             net.train()
@@ -162,8 +164,9 @@ def train(
                 losses.append(loss.item())
                 run["step"] += 1
                 elapsed = run["seconds"] + time.monotonic() - started
+                last_val = f" · val PSNR {record['val_psnr']:.2f} dB SSIM {record['val_ssim']:.3f}" if record else ""
                 bar.update(task, completed=elapsed if budget else run["step"],
-                           description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}")
+                           description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}{last_val}")
                 if (budget and elapsed >= budget) or (total_steps and run["step"] >= total_steps):
                     break
             val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, cfg.data.batch_size)
@@ -199,13 +202,13 @@ def _datasets(cfg: RunConfig) -> tuple[Any, Any, float | None]:
         "normalizer": PercentileNormalizer(**cfg.normalization),
     }
     if cfg.data.lr is None:
-        degradation = load_degradation(cfg.degradation, scale=cfg.scale)
-        make = lambda split, n: DegradedPairs(hr, degradation, split=split, samples_per_epoch=n, **common)  # noqa: E731
+        pairs = partial(DegradedPairs, hr, load_degradation(cfg.degradation, scale=cfg.scale), **common)
     else:
         lr = [read_image(p, axes=cfg.data.axes) for p in find_images(cfg.data.lr)]
-        make = lambda split, n: PairedImages(lr, hr, cfg.scale, split=split, samples_per_epoch=n, **common)  # noqa: E731
+        pairs = partial(PairedImages, lr, hr, cfg.scale, **common)
     sizes = {image.pixel_size for image in hr}
-    return make("train", cfg.data.samples_per_epoch), make("val", None), sizes.pop() if len(sizes) == 1 else None
+    pixel_size = sizes.pop() if len(sizes) == 1 else None
+    return pairs(split="train", samples_per_epoch=cfg.data.samples_per_epoch), pairs(split="val"), pixel_size
 
 
 def _checkpoint_info(cfg: RunConfig, net: nn.Module, hr_pixel_size: float | None) -> dict[str, Any]:
