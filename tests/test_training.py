@@ -134,3 +134,17 @@ def test_a_killed_run_resumes_from_its_last_epoch(hr_file, tmp_path):
     saved = torch.load(output / "train_state.pt", weights_only=True)["run"]
     record = microsr.train(_config(hr_file, steps=saved["step"] + 8), output, resume=True, progress=False)
     assert (record["epoch"], record["step"]) == (saved["epoch"] + 1, saved["step"] + 8)
+
+
+def test_real_pairs_train_without_a_degradation(hr_file, tmp_path):
+    from microsr.data import degrade_image
+    from microsr.degrade import preset
+    from microsr.io import read_image
+
+    lr_file = tmp_path / "filaments.tif"
+    write_image(lr_file, degrade_image(read_image(hr_file), preset("poisson", scale=4), seed=3))
+    config = _config(hr_file, steps=8)
+    config["data"]["lr"] = [str(lr_file)]
+    record = microsr.train(config, tmp_path / "paired", progress=False)
+    info = json.loads((tmp_path / "paired" / "config.json").read_text())
+    assert record["step"] == 8 and info["degradation"] is None and info["input_pixel_size"] == 80.0

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from microsr.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from microsr.config import RunConfig, load_config
 from microsr.data import DegradedPairs, PairedImages, PercentileNormalizer
-from microsr.degrade import load_degradation
+from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
 from microsr.io import atomic_output, find_images, read_image
 from microsr.losses import get_loss, ms_ssim
@@ -111,7 +111,8 @@ def train(
     device = pick_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
-    train_set, val_set, pixel_size = _datasets(cfg)
+    degradation = load_degradation(cfg.degradation, scale=cfg.scale) if cfg.data.lr is None else None
+    train_set, val_set, pixel_size = _datasets(cfg, degradation)
     loader = DataLoader(
         train_set,
         batch_size=cfg.data.batch_size,
@@ -125,7 +126,7 @@ def train(
     net = net.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     loss_fn = get_loss(cfg.loss)
-    info = _checkpoint_info(cfg, net, pixel_size)
+    info = _checkpoint_info(cfg, net, degradation, pixel_size)
     (output / "config.json").write_text(json.dumps(info, indent=2) + "\n")
 
     run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
@@ -193,16 +194,16 @@ def train(
     return record
 
 
-def _datasets(cfg: RunConfig) -> tuple[Any, Any, float | None]:
-    """Training and validation datasets from the config, and the HR pixel size (nm)."""
+def _datasets(cfg: RunConfig, degradation: Degradation | None) -> tuple[Any, Any, float | None]:
+    """Training and validation datasets (real pairs when `degradation` is None), and the HR pixel size (nm)."""
     hr = [read_image(p, axes=cfg.data.axes, pixel_size=cfg.data.pixel_size) for p in find_images(cfg.data.hr)]
     common = {
         "tile": cfg.data.tile, "frames": cfg.data.frames, "frame_axis": cfg.data.frame_axis,
         "val_fraction": cfg.data.val_fraction, "seed": cfg.train.seed,
         "normalizer": PercentileNormalizer(**cfg.normalization),
     }
-    if cfg.data.lr is None:
-        pairs = partial(DegradedPairs, hr, load_degradation(cfg.degradation, scale=cfg.scale), **common)
+    if degradation is not None:
+        pairs = partial(DegradedPairs, hr, degradation, **common)
     else:
         lr = [read_image(p, axes=cfg.data.axes) for p in find_images(cfg.data.lr)]
         pairs = partial(PairedImages, lr, hr, cfg.scale, **common)
@@ -211,9 +212,10 @@ def _datasets(cfg: RunConfig) -> tuple[Any, Any, float | None]:
     return pairs(split="train", samples_per_epoch=cfg.data.samples_per_epoch), pairs(split="val"), pixel_size
 
 
-def _checkpoint_info(cfg: RunConfig, net: nn.Module, hr_pixel_size: float | None) -> dict[str, Any]:
+def _checkpoint_info(
+    cfg: RunConfig, net: nn.Module, degradation: Degradation | None, hr_pixel_size: float | None
+) -> dict[str, Any]:
     """What prediction needs to rebuild and apply the model, stored in every checkpoint."""
-    degradation = load_degradation(cfg.degradation, scale=cfg.scale).to_dict() if cfg.data.lr is None else None
     return {
         "arch": getattr(net, "arch", None),
         "receptive_field": receptive_field(net, in_channels=cfg.data.frames),
@@ -221,7 +223,7 @@ def _checkpoint_info(cfg: RunConfig, net: nn.Module, hr_pixel_size: float | None
         "frames": cfg.data.frames,
         "frame_axis": cfg.data.frame_axis,
         "normalization": PercentileNormalizer(**cfg.normalization).to_dict(),
-        "degradation": degradation,
+        "degradation": None if degradation is None else degradation.to_dict(),
         "output_pixel_size": hr_pixel_size,
         "input_pixel_size": None if hr_pixel_size is None else hr_pixel_size * cfg.scale,
         "run": cfg.model_dump(mode="json"),
