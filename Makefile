@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 # PyTorch first, pinned, so no requirement can pull a multi-GB CUDA build.
-# Override for a GPU machine, e.g.  make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# Override for a GPU machine, e.g.  make TORCH="torch==2.13.0 --index-url <PyTorch CUDA wheel index>"
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.microsr-installed
