@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import resize
 
 from microsr.data import PercentileNormalizer, degrade_image
 from microsr.degrade import preset
 from microsr.io import Image, write_image
+from microsr.metrics import psnr, ssim
 from microsr.restorer import load_model
 from microsr.samples import SAMPLE_PIXEL_SIZE_NM, filaments, sample_path
 from microsr.training import train
@@ -100,8 +100,8 @@ def run_demo(
     images = {name: np.clip(image, 0, 1) for name, image in images.items()}
     metrics = {
         name: {
-            "psnr": round(float(peak_signal_noise_ratio(images["ground truth"], images[name], data_range=1.0)), 2),
-            "ssim": round(float(structural_similarity(images["ground truth"], images[name], data_range=1.0)), 3),
+            "psnr": round(psnr(images["ground truth"], images[name], data_range=1.0), 2),
+            "ssim": round(ssim(images["ground truth"], images[name], data_range=1.0), 3),
         }
         for name in ("bicubic", "microsr")
     }

@@ -1,0 +1,512 @@
+"""Image-quality metrics for evaluating super-resolution: PSNR, SSIM, FRC, error maps.
+
+All functions take numpy arrays; ``reference`` is the ground truth and ``image`` the
+result being judged, and they must have the same shape.
+
+Intensity conventions
+---------------------
+Network outputs and ground truth rarely share an intensity scale, and PSNR, SSIM
+and NRMSE depend on it. Bring both to a common scale before comparing:
+
+- :func:`normalize_percentile` maps each image's 0.1 and 99.9 percentiles to 0
+  and 1 (the CARE / DL-SIM convention). Use it on both images when they are on
+  comparable scales up to an unknown gain and offset *of each image's own
+  histogram*, e.g. the ground truth and a prediction from a model trained on
+  percentile-normalised data.
+- :func:`normalize_like` maps the prediction by the affine function that best
+  fits the (normalised) reference in the least-squares sense (CSBDeep's
+  "scale-invariant" evaluation). Use it when the prediction's scale is arbitrary,
+  e.g. to compare methods that output different units; it gives each method the
+  most favourable gain and offset, so it never penalises a global intensity
+  error.
+
+Data range
+----------
+:func:`psnr`, :func:`ssim` and :func:`ms_ssim` take ``data_range``, the span of
+intensities the images can cover. By default it is ``reference.max() -
+reference.min()`` (never the dtype's range, which scikit-image assumes for
+integer images), so pass it explicitly when comparing several images against one
+fixed scale, e.g. ``data_range=1`` after percentile normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.signal.windows import tukey
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
+from microsr import losses
+from microsr.data import PercentileNormalizer
+from microsr.errors import InputError
+from microsr.io import check_finite
+
+__all__ = [
+    "ErrorMap",
+    "FRCResult",
+    "error_map",
+    "frc",
+    "ms_ssim",
+    "normalize_like",
+    "normalize_percentile",
+    "nrmse",
+    "psnr",
+    "ssim",
+]
+
+_FRC_TUKEY_ALPHA = 0.25
+
+
+def _pair(
+    first: np.ndarray, second: np.ndarray, names: tuple[str, str] = ("reference", "image")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as finite float64 arrays of one shape, or :class:`InputError` using ``names``."""
+    first = np.asarray(first, dtype=np.float64)
+    second = np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape:
+        raise InputError(
+            f"{names[0]} shape {first.shape} and {names[1]} shape {second.shape} differ; "
+            "compare images of the same shape (crop or resample one of them)."
+        )
+    check_finite(first, names[0])
+    check_finite(second, names[1])
+    return first, second
+
+
+def _data_range(reference: np.ndarray, data_range: float | None) -> float:
+    if data_range is None:
+        data_range = float(reference.max() - reference.min())
+        if data_range == 0:
+            raise InputError("reference is constant, so its data range is 0; pass data_range explicitly.")
+    elif not data_range > 0:
+        raise InputError(f"data_range must be positive, got {data_range!r}.")
+    return data_range
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def normalize_percentile(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
+    """Map the ``low`` percentile of ``image`` to 0 and the ``high`` one to 1, as float32.
+
+    The CARE / DL-SIM evaluation convention: each image is normalised by its own
+    percentiles (computed exactly over all pixels), so values outside [0, 1] remain
+    for the brightest and darkest ``100 - high`` and ``low`` percent. A constant
+    image maps to 0, as in :class:`microsr.data.PercentileNormalizer`.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Intensities of any shape.
+    low, high : float
+        Percentiles (0-100) mapped to 0 and 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``image``.
+
+    Examples
+    --------
+    >>> normalize_percentile(np.array([2.0, 4.0, 6.0, 10.0]), low=0, high=100).tolist()
+    [0.0, 0.25, 0.5, 1.0]
+    """
+    normalizer = PercentileNormalizer(low, high)  # validates the percentiles
+    image = np.asarray(image, dtype=np.float64)
+    check_finite(image, "image")
+    lo, hi = np.percentile(image, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return replace(normalizer, lo=float(lo), hi=float(hi))(image)
+
+
+def normalize_like(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The affine map ``a * prediction + b`` closest to ``reference`` in mean squared error.
+
+    CSBDeep's "scale-invariant" convention: ``a = cov(prediction, reference) /
+    var(prediction)`` and ``b = mean(reference) - a * mean(prediction)``. A constant
+    prediction has ``a = 0`` and maps to the mean of the reference. ``a`` is negative
+    when the images are anti-correlated.
+
+    Parameters
+    ----------
+    prediction, reference : numpy.ndarray
+        Images of the same shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the shape of ``prediction``, on the intensity scale of
+        ``reference``.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ or an image is not finite.
+
+    Examples
+    --------
+    >>> normalize_like(np.array([0.0, 1.0, 2.0]), np.array([10.0, 12.0, 14.0])).tolist()
+    [10.0, 12.0, 14.0]
+    """
+    prediction, reference = _pair(prediction, reference, ("prediction", "reference"))
+    return _affine_fit(prediction, reference).astype(np.float32)
+
+
+def _affine_fit(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """:func:`normalize_like` of validated float64 arrays, in float64."""
+    centred = prediction - prediction.mean()
+    variance = np.mean(centred**2)
+    gain = np.mean(centred * (reference - reference.mean())) / variance if variance > 0 else 0.0
+    return gain * centred + reference.mean()
+
+
+# --------------------------------------------------------------------------- pixel-wise metrics
+
+
+def psnr(reference: np.ndarray, image: np.ndarray, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio ``10 * log10(data_range**2 / MSE)`` in dB.
+
+    Wraps :func:`skimage.metrics.peak_signal_noise_ratio`; infinite for identical
+    images.
+
+    Parameters
+    ----------
+    reference, image : numpy.ndarray
+        Images of the same shape.
+    data_range : float, optional
+        Intensity span; defaults to ``reference.max() - reference.min()``.
+
+    Returns
+    -------
+    float
+        PSNR in dB.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ, an image is not finite, or ``data_range`` is not positive.
+
+    Examples
+    --------
+    >>> psnr(np.array([0.0, 1.0]), np.array([0.1, 0.9]))
+    20.0
+    """
+    reference, image = _pair(reference, image)
+    data_range = _data_range(reference, data_range)
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(reference, image, data_range=data_range))
+
+
+def ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = None) -> float:
+    """Mean structural similarity, with scikit-image's defaults (7-pixel uniform window).
+
+    Wraps :func:`skimage.metrics.structural_similarity` for single-channel images of
+    any dimension; every side must be at least 7 pixels. 1 for identical images.
+
+    Parameters
+    ----------
+    reference, image : numpy.ndarray
+        Images of the same shape.
+    data_range : float, optional
+        Intensity span, which sets the stabilising constants; defaults to
+        ``reference.max() - reference.min()``.
+
+    Returns
+    -------
+    float
+        Mean SSIM, at most 1.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ, a side is under 7 pixels, an image is not finite, or
+        ``data_range`` is not positive.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((16, 16))
+    >>> ssim(x, x)
+    1.0
+    """
+    reference, image = _pair(reference, image)
+    data_range = _data_range(reference, data_range)
+    if min(reference.shape) < 7:
+        raise InputError(f"ssim needs images of at least 7 pixels per side, got shape {reference.shape}.")
+    return float(structural_similarity(reference, image, data_range=data_range))
+
+
+def ms_ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = None) -> float:
+    """Multi-scale SSIM of two 2-D images, as :func:`microsr.losses.ms_ssim`.
+
+    Both images are divided by ``data_range`` (no offset is subtracted), which is
+    the same as ``pytorch_msssim.ms_ssim(..., data_range=data_range)``. The number of
+    scales and the window adapt to the image size (see :mod:`microsr.losses`), so
+    values from images of different sizes are not directly comparable.
+
+    Parameters
+    ----------
+    reference, image : numpy.ndarray
+        2-D images of the same shape.
+    data_range : float, optional
+        Intensity span; defaults to ``reference.max() - reference.min()``.
+
+    Returns
+    -------
+    float
+        MS-SSIM, at most 1.
+
+    Raises
+    ------
+    InputError
+        If the images are not 2-D, the shapes differ, an image is not finite, or
+        ``data_range`` is not positive.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((48, 48))
+    >>> round(ms_ssim(x, x), 6)
+    1.0
+    """
+    reference, image = _pair(reference, image)
+    if reference.ndim != 2:
+        raise InputError(f"ms_ssim needs 2-D images, got shape {reference.shape}.")
+    data_range = _data_range(reference, data_range)
+
+    def as_batch(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x / data_range)[None, None]
+
+    return float(losses.ms_ssim(as_batch(image), as_batch(reference)))
+
+
+def nrmse(reference: np.ndarray, image: np.ndarray) -> float:
+    """Root mean squared error divided by the root mean square of the reference.
+
+    Wraps :func:`skimage.metrics.normalized_root_mse` with its default
+    ``normalization="euclidean"``: ``||reference - image|| / ||reference||``. It is
+    not offset-invariant, so normalise both images first (e.g. with
+    :func:`normalize_percentile`) when backgrounds differ.
+
+    Parameters
+    ----------
+    reference, image : numpy.ndarray
+        Images of the same shape; ``reference`` not all zero.
+
+    Returns
+    -------
+    float
+        0 for identical images.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ, an image is not finite, or the reference is all zero.
+
+    Examples
+    --------
+    >>> nrmse(np.array([3.0, 4.0]), np.array([3.0, 4.5]))
+    0.1
+    """
+    reference, image = _pair(reference, image)
+    if not reference.any():
+        raise InputError("nrmse: the reference is all zero, so the error cannot be normalised by it.")
+    return float(normalized_root_mse(reference, image))
+
+
+# --------------------------------------------------------------------------- FRC
+
+
+class FRCResult(NamedTuple):
+    """Fourier ring correlation curve and the resolution it implies.
+
+    Attributes
+    ----------
+    frequencies : numpy.ndarray
+        Ring frequencies ``k / N`` for ``k = 1 .. N // 2`` in cycles per pixel, or
+        per unit of ``pixel_size`` when it was given (``N`` is the square side).
+    correlation : numpy.ndarray
+        Correlation of the two images' spectra on each ring, between -1 and 1.
+    threshold : float
+        The correlation threshold (1/7 by default).
+    resolution : float or None
+        ``1 / frequency`` where the curve first falls below ``threshold``, in pixels
+        or units of ``pixel_size``; ``None`` when it never does (resolution not
+        determined: the images agree up to Nyquist).
+    """
+
+    frequencies: np.ndarray
+    correlation: np.ndarray
+    threshold: float
+    resolution: float | None
+
+
+def frc(
+    image1: np.ndarray, image2: np.ndarray, pixel_size: float | None = None, threshold: float = 1 / 7
+) -> FRCResult:
+    """Fourier ring correlation (FRC) of two independent images of one structure.
+
+    The input contract: ``image1`` and ``image2`` show the same structure with
+    *independent* noise, e.g. two exposures, two halves of a localisation data set,
+    or super-resolution of two independent inputs. Correlated noise (one image
+    twice, or two outputs of one input) inflates the correlation at every ring.
+
+    Method: both images are cropped to their central ``N x N`` square (``N`` the
+    smaller side), their means subtracted, and multiplied by a separable Tukey
+    window (alpha 0.25) so the image edges do not add spurious high-frequency
+    correlation. For each ring ``k = 1 .. N // 2`` of the 2-D FFT (frequency index
+    radius rounded to ``k``: rings one index wide, up to Nyquist) the correlation is
+    ``Re(sum F1 conj(F2)) / sqrt(sum |F1|**2 * sum |F2|**2)``; the mean (ring 0) is
+    left out.
+
+    The resolution is ``1 / f`` at the first crossing below ``threshold``, ``f``
+    linearly interpolated between the last ring above it and the first ring below.
+    If even ring 1 is below the threshold (e.g. pure independent noise), nothing
+    finer than the field of view is resolved and the resolution is ``N`` pixels,
+    ``1 / frequencies[0]``. If the curve never falls below the threshold (e.g.
+    identical images), the resolution is ``None``: not determined, not 0.
+
+    Parameters
+    ----------
+    image1, image2 : numpy.ndarray
+        2-D images of the same shape, at least 8 pixels per side, not constant.
+    pixel_size : float, optional
+        Pixel size (e.g. in nm); frequencies and resolution are then in its units.
+    threshold : float
+        The fixed correlation threshold; 1/7 is the common choice.
+
+    Returns
+    -------
+    FRCResult
+
+    Raises
+    ------
+    InputError
+        If the images are not 2-D, differ in shape, are under 8 pixels per side,
+        are constant or not finite, or ``pixel_size`` is not positive.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).random((64, 64))
+    >>> result = frc(x, x, pixel_size=20.0)
+    >>> result.frequencies[[0, -1]].tolist()  # per nm: 1 / (64 * 20), 1 / (2 * 20)
+    [0.00078125, 0.025]
+    >>> bool(np.allclose(result.correlation, 1)), result.resolution
+    (True, None)
+    """
+    image1, image2 = _pair(image1, image2, ("image1", "image2"))
+    if image1.ndim != 2 or min(image1.shape) < 8:
+        raise InputError(f"frc needs 2-D images of at least 8 x 8 pixels, got shape {image1.shape}.")
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError(f"pixel_size must be positive, got {pixel_size!r}.")
+    size = min(image1.shape)
+    window = np.outer(tukey(size, _FRC_TUKEY_ALPHA), tukey(size, _FRC_TUKEY_ALPHA))
+    spectra = []
+    for name, image in (("image1", image1), ("image2", image2)):
+        top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+        square = image[top : top + size, left : left + size]
+        if np.ptp(square) == 0:
+            raise InputError(f"frc: {name} is constant, so it has no structure to correlate.")
+        spectra.append(np.fft.fft2((square - square.mean()) * window))
+    f1, f2 = spectra
+
+    index = np.fft.fftfreq(size) * size
+    rings = np.rint(np.hypot(*np.meshgrid(index, index, indexing="ij"))).astype(int).ravel()
+    n_rings = size // 2 + 1
+
+    def ring_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(rings, weights=values.ravel(), minlength=n_rings)[1:n_rings]
+
+    cross = ring_sum(np.real(f1 * np.conj(f2)))
+    power = np.sqrt(ring_sum(np.abs(f1) ** 2) * ring_sum(np.abs(f2) ** 2))
+    # A ring with no power in either image (possible only for synthetic data) has
+    # no defined correlation; NaN never counts as a crossing.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = cross / power
+    frequencies = np.arange(1, n_rings) / size / (pixel_size or 1.0)
+    return FRCResult(frequencies, correlation, threshold, _crossing_resolution(frequencies, correlation, threshold))
+
+
+def _crossing_resolution(frequencies: np.ndarray, correlation: np.ndarray, threshold: float) -> float | None:
+    """``1 / f`` at the first fall of ``correlation`` below ``threshold``, see :func:`frc`."""
+    below = np.flatnonzero(correlation < threshold)
+    if below.size == 0:
+        return None
+    i = below[0]
+    if i == 0:
+        return float(1 / frequencies[0])
+    c0, c1 = correlation[i - 1], correlation[i]
+    f = frequencies[i - 1] + (c0 - threshold) / (c0 - c1) * (frequencies[i] - frequencies[i - 1])
+    return float(1 / f)
+
+
+# --------------------------------------------------------------------------- error map
+
+
+class ErrorMap(NamedTuple):
+    """SQUIRREL-style error map and its summary statistics.
+
+    Attributes
+    ----------
+    map : numpy.ndarray
+        ``|reference - fitted|`` per pixel (float32), in the reference's intensity units.
+    rse : float
+        Root-squared error ``sqrt(mean((reference - fitted)**2))``, same units.
+    rsp : float
+        Resolution-scaled Pearson coefficient: Pearson correlation of ``reference``
+        and ``fitted``, in [0, 1] (the least-squares fit flips anti-correlated
+        images, so this is ``|pearson(reference, image)|``).
+    """
+
+    map: np.ndarray
+    rse: float
+    rsp: float
+
+
+def error_map(reference: np.ndarray, image: np.ndarray) -> ErrorMap:
+    """Where and how much ``image`` disagrees with ``reference``, after an intensity fit.
+
+    Following NanoJ-SQUIRREL (Culley et al., 2018): ``image`` is first mapped by
+    :func:`normalize_like` (the least-squares gain and offset) onto ``reference``'s
+    intensities, giving ``fitted``; then the map is ``|reference - fitted|``, RSE its
+    root mean square and RSP the Pearson correlation of ``reference`` and
+    ``fitted``. A constant ``image`` or ``reference`` has RSP 0.
+
+    In SQUIRREL ``reference`` is the diffraction-limited (widefield) image and
+    ``image`` is the super-resolved image *degraded back to the reference's
+    resolution* (convolved with the resolution-scaling function and resampled to
+    its grid). This function does not degrade: the caller passes the degraded
+    image, or the plain prediction when comparing at one resolution with ground
+    truth.
+
+    Parameters
+    ----------
+    reference, image : numpy.ndarray
+        Images of the same shape.
+
+    Returns
+    -------
+    ErrorMap
+
+    Raises
+    ------
+    InputError
+        If the shapes differ or an image is not finite.
+
+    Examples
+    --------
+    >>> reference = np.array([[0.0, 1.0], [2.0, 3.0]])
+    >>> result = error_map(reference, 5 * reference + 7)
+    >>> result.map.tolist(), result.rse, result.rsp
+    ([[0.0, 0.0], [0.0, 0.0]], 0.0, 1.0)
+    """
+    reference, image = _pair(reference, image)
+    fitted = _affine_fit(image, reference)
+    difference = reference - fitted
+    rse = float(np.sqrt(np.mean(difference**2)))
+    a, b = reference - reference.mean(), fitted - fitted.mean()
+    norm = np.sqrt(np.sum(a**2) * np.sum(b**2))
+    rsp = float(np.sum(a * b) / norm) if norm > 0 else 0.0
+    return ErrorMap(np.abs(difference).astype(np.float32), rse, rsp)
