@@ -31,7 +31,6 @@ fixed scale, e.g. ``data_range=1`` after percentile normalisation.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -114,13 +113,10 @@ def normalize_percentile(image: np.ndarray, low: float = 0.1, high: float = 99.9
     >>> normalize_percentile(np.array([2.0, 4.0, 6.0, 10.0]), low=0, high=100).tolist()
     [0.0, 0.25, 0.5, 1.0]
     """
-    normalizer = PercentileNormalizer(low, high)  # validates the percentiles
-    image = np.asarray(image, dtype=np.float64)
-    check_finite(image, "image")
-    lo, hi = np.percentile(image, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return replace(normalizer, lo=float(lo), hi=float(hi))(image)
+    image = np.asarray(image)
+    # fit() samples tiles of large images; allowing as many 256² tiles as the image holds makes it use every pixel.
+    every_pixel = max(1, -(-image.size // 256**2))
+    return PercentileNormalizer(low, high).fit(image, max_tiles=every_pixel)(image)
 
 
 def normalize_like(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
