@@ -39,6 +39,18 @@ def test_predict_a_zstack_into_ome_zarr_with_the_output_pixel_size(capsys, model
     assert np.isfinite(out.data.compute()).all()
 
 
+def test_predict_writes_a_consistency_map_on_the_input_grid(capsys, model_dir, tmp_path):
+    image = tmp_path / "cells.tif"
+    write_image(image, Image(filaments((40, 52), seed=2), "YX", pixel_size=40.0))
+    code, out, err = run(capsys, "predict", model_dir, image, "-o", tmp_path / "restored.tif", "--consistency")
+    assert code == 0, err
+    written = read_image(tmp_path / "restored.consistency.tif")
+    assert written.shape == (40, 52) and written.pixel_size == pytest.approx(40.0)
+    values = written.data.compute()
+    assert np.isfinite(values).all() and values.min() >= 0
+    assert "RSE" in out and "RSP" in out
+
+
 def test_pixel_size_mismatch_is_refused_then_forced(capsys, model_dir, tmp_path):
     image = tmp_path / "coarse.tif"
     write_image(image, Image(filaments((40, 40), seed=1), "YX", pixel_size=80.0))

@@ -9,32 +9,7 @@ from torch import nn
 
 import microsr
 from microsr.errors import InputError
-from microsr.io import Image, write_image
-from microsr.samples import filaments
-
-
-@pytest.fixture(scope="module")
-def hr_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hr") / "filaments.tif"
-    write_image(path, Image(filaments((384, 384), seed=11), "YX", pixel_size=20.0))
-    return path
-
-
-def _config(hr_file, **train):
-    return {
-        "data": {"hr": [str(hr_file)], "tile": 128, "batch_size": 8, "samples_per_epoch": 64, "num_workers": 0},
-        "scale": 4,
-        "degradation": "poisson",
-        "model": {"name": "resunet_small"},
-        "train": {"lr": 2e-3, **train},
-    }
-
-
-@pytest.fixture(scope="module")
-def trained(hr_file, tmp_path_factory):
-    output = tmp_path_factory.mktemp("run") / "model"
-    record = microsr.train(_config(hr_file, steps=240), output, progress=False)
-    return output, record
+from microsr.io import write_image
 
 
 def test_beats_bicubic_on_held_out_tiles(trained):
@@ -55,14 +30,14 @@ def test_writes_checkpoints_history_and_config(trained):
     assert history[-1]["val_psnr"] > history[0]["val_psnr"]
 
 
-def test_resume_continues_from_the_saved_step(trained, hr_file, tmp_path):
+def test_resume_continues_from_the_saved_step(run_config, trained, hr_file, tmp_path):
     output, _ = trained
     copy = tmp_path / "model"
     copy.mkdir()
     for file in output.iterdir():
         (copy / file.name).write_bytes(file.read_bytes())
     epochs_before = len(json.loads((copy / "history.json").read_text()))
-    record = microsr.train(_config(hr_file, steps=256), copy, resume=True, progress=False)
+    record = microsr.train(run_config(hr_file, steps=256), copy, resume=True, progress=False)
     history = json.loads((copy / "history.json").read_text())
     # 64 samples per epoch in batches of 8: the 16 extra steps are two more epochs, numbered on.
     assert record["step"] == 256
@@ -71,11 +46,11 @@ def test_resume_continues_from_the_saved_step(trained, hr_file, tmp_path):
     ]
 
 
-def test_existing_run_is_not_overwritten(trained, hr_file):
+def test_existing_run_is_not_overwritten(run_config, trained, hr_file):
     output, _ = trained
     before = (output / "best.safetensors").read_bytes()
     with pytest.raises(InputError, match="resume"):
-        microsr.train(_config(hr_file, steps=1), output, progress=False)
+        microsr.train(run_config(hr_file, steps=1), output, progress=False)
     assert (output / "best.safetensors").read_bytes() == before
 
 
@@ -100,8 +75,8 @@ class TwoConvs(nn.Module):
         return self.shuffle(self.body(x))
 
 
-def test_a_custom_module_trains_and_loads(hr_file, tmp_path):
-    record = microsr.train(_config(hr_file, steps=8), tmp_path / "custom", model=TwoConvs(), progress=False)
+def test_a_custom_module_trains_and_loads(run_config, hr_file, tmp_path):
+    record = microsr.train(run_config(hr_file, steps=8), tmp_path / "custom", model=TwoConvs(), progress=False)
     assert record["step"] == 8
     with pytest.raises(InputError, match="custom architecture"):
         microsr.load_model(tmp_path / "custom")
@@ -109,7 +84,7 @@ def test_a_custom_module_trains_and_loads(hr_file, tmp_path):
     assert restorer.predict(np.ones((16, 16), np.float32)).shape == (64, 64)
 
 
-def test_a_killed_run_resumes_from_its_last_epoch(hr_file, tmp_path):
+def test_a_killed_run_resumes_from_its_last_epoch(run_config, hr_file, tmp_path):
     """Kill the training process (no chance to clean up) after its first epochs, then resume."""
     import os
     import signal
@@ -118,7 +93,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(hr_file, tmp_path):
     import time
 
     config = tmp_path / "run.yaml"
-    config.write_text(json.dumps(_config(hr_file, steps=100_000)))
+    config.write_text(json.dumps(run_config(hr_file, steps=100_000)))
     output = tmp_path / "model"
     child = subprocess.Popen([sys.executable, "-m", "microsr", "train", str(config), "-o", str(output),
                               "--workers", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -132,18 +107,18 @@ def test_a_killed_run_resumes_from_its_last_epoch(hr_file, tmp_path):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     saved = torch.load(output / "train_state.pt", weights_only=True)["run"]
-    record = microsr.train(_config(hr_file, steps=saved["step"] + 8), output, resume=True, progress=False)
+    record = microsr.train(run_config(hr_file, steps=saved["step"] + 8), output, resume=True, progress=False)
     assert (record["epoch"], record["step"]) == (saved["epoch"] + 1, saved["step"] + 8)
 
 
-def test_real_pairs_train_without_a_degradation(hr_file, tmp_path):
+def test_real_pairs_train_without_a_degradation(run_config, hr_file, tmp_path):
     from microsr.data import degrade_image
     from microsr.degrade import preset
     from microsr.io import read_image
 
     lr_file = tmp_path / "filaments.tif"
     write_image(lr_file, degrade_image(read_image(hr_file), preset("poisson", scale=4), seed=3))
-    config = _config(hr_file, steps=8)
+    config = run_config(hr_file, steps=8)
     config["data"]["lr"] = [str(lr_file)]
     record = microsr.train(config, tmp_path / "paired", progress=False)
     info = json.loads((tmp_path / "paired" / "config.json").read_text())

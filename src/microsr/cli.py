@@ -261,21 +261,33 @@ def predict(
     force: Annotated[bool, typer.Option(help="Predict even if the pixel size differs from the model's.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted prediction into OUTPUT.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    consistency: Annotated[
+        bool,
+        typer.Option(help="Also write OUTPUT's consistency map (NAME.consistency.EXT): the prediction "
+                     "degraded back and compared with the input; bright = not supported by the input."),
+    ] = False,
 ) -> None:
     """Restore IMAGE with a trained model, tile by tile, into OUTPUT (pixel size = input's / scale).
 
     2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work;
     memory stays constant however large the image is.
     """
+    from microsr.consistency import consistency_path
     from microsr.restorer import load_model
     from microsr.training import pick_device
 
     restorer = load_model(model)
+    as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}
     written = restorer.predict_file(
-        image, output, axes=axes, pixel_size=pixel_size, overwrite=overwrite, resume=resume, rescale=rescale,
-        force=force, device=pick_device(device), tile=tile, batch_size=batch_size, progress=True,
+        image, output, overwrite=overwrite, resume=resume, device=pick_device(device), tile=tile,
+        batch_size=batch_size, progress=True, **as_input,
     )
     out.print(f"wrote {written}")
+    if consistency:
+        target = consistency_path(written)
+        with err.status("Degrading the prediction back for its consistency map…"):
+            result = restorer.consistency_file(image, written, target, overwrite=overwrite, **as_input)
+        out.print(f"wrote {target}: RSE {result.rse:.4g} (input units), RSP {result.rsp:.4f} (1 = consistent)")
 
 
 @app.command()

@@ -126,6 +126,8 @@ class Step(ABC):
     kind: ClassVar[str]
     is_noise: ClassVar[bool] = False
     domains: ClassVar[Mapping[str, str]] = {}
+    log_uniform: ClassVar[frozenset[str]] = frozenset()
+    """Parameters whose ranges are sampled log-uniformly (so each decade is equally likely)."""
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __post_init__(self) -> None:
@@ -160,6 +162,22 @@ class Step(ABC):
         return {"type": self.kind} | {
             name: list(v) if isinstance(v, tuple) else v for name, v in params.items()
         }
+
+    def midpoint(self) -> Step:
+        """The same step with every range replaced by its centre (geometric for log-uniform ones).
+
+        Examples
+        --------
+        >>> Poisson(photons=(10.0, 1000.0)).midpoint()
+        Poisson(photons=100.0)
+        """
+        centres = {}
+        for name in self.domains:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                log = name in self.log_uniform
+                centres[name] = float(np.sqrt(value[0] * value[1]) if log else (value[0] + value[1]) / 2)
+        return replace(self, **centres)
 
     def __str__(self) -> str:
         params = ", ".join(
@@ -282,13 +300,14 @@ class Poisson(Step):
     kind: ClassVar[str] = "poisson"
     is_noise: ClassVar[bool] = True
     domains: ClassVar[Mapping[str, str]] = {"photons": "positive"}
+    log_uniform: ClassVar[frozenset[str]] = frozenset({"photons"})
 
     photons: Param = (20.0, 200.0)
 
     def __call__(
         self, x: np.ndarray, rng: np.random.Generator, pixel_size: float | None = None
     ) -> np.ndarray:
-        photons = _sample(self.photons, rng, log=True)
+        photons = _sample(self.photons, rng, log="photons" in self.log_uniform)
         return rng.poisson(np.clip(x, 0, None) * photons) / photons
 
 
@@ -535,6 +554,17 @@ class Degradation:
         ['blur', 'downsample']
         """
         return Degradation(tuple(step for step in self.steps if not step.is_noise))
+
+    def midpoint(self) -> Degradation:
+        """The typical member of this pipeline: every parameter range replaced by its centre.
+
+        Examples
+        --------
+        >>> print(preset("clean").midpoint())
+        1. blur(sigma=0.5, unit=px)
+        2. downsample(factor=4, method=area)
+        """
+        return Degradation(tuple(step.midpoint() for step in self.steps))
 
     def with_scale(self, factor: int) -> Degradation:
         """The same pipeline with its (single) downsampling factor replaced by ``factor``.

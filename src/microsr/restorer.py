@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into
+from microsr.consistency import consistency_map
 from microsr.data import PercentileNormalizer
+from microsr.degrade import Degradation
 from microsr.errors import InputError
-from microsr.io import Image, read_image
+from microsr.io import Image, read_image, write_image
+from microsr.metrics import ErrorMap
 from microsr.models import create_model
 from microsr.predict import Predictor, check_pixel_size, overlap_for, rescale_image
 
@@ -104,12 +107,69 @@ class Restorer:
         model's pixel size first, `force` proceeds anyway. The output pixel size is the
         input's divided by the scale.
         """
-        image = read_image(source, axes=axes, pixel_size=pixel_size)
-        factor = check_pixel_size(image.pixel_size, self.input_pixel_size, rescale=rescale, force=force)
-        if factor is not None:
-            image = rescale_image(image, factor)
+        image = self._model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
         return self.predictor(**options).predict_to_file(image, output, overwrite=overwrite, resume=resume,
                                                         inputs=[source])
+
+    def consistency(self, image: Image | np.ndarray, prediction: Image | np.ndarray) -> ErrorMap:
+        """How well `prediction`, degraded back with this model's degradation, matches its input `image`.
+
+        See :func:`microsr.consistency.consistency_map`; `image` is the input as the model
+        received it.
+
+        Raises
+        ------
+        InputError
+            If the model was trained on real pairs and so has no degradation to apply.
+        """
+        spec = self.info.get("degradation")
+        if spec is None:
+            raise InputError(
+                f"{self.path}: this model was trained on real image pairs, so it has no degradation "
+                "to check its predictions' consistency with."
+            )
+        return consistency_map(image, prediction, Degradation.from_dict(spec))
+
+    def consistency_file(
+        self,
+        source: str | os.PathLike[str],
+        prediction: str | os.PathLike[str],
+        output: str | os.PathLike[str],
+        *,
+        axes: str | None = None,
+        pixel_size: float | None = None,
+        rescale: bool = False,
+        force: bool = False,
+        overwrite: bool = False,
+    ) -> ErrorMap:
+        """Write the consistency map of the prediction file `prediction` of input `source` to `output`.
+
+        The options are those the prediction was made with (see :meth:`predict_file`),
+        so the input is read exactly as the model received it. The map is on the
+        input's grid, in its intensity units and with its pixel size; the prediction is
+        read lazily, so it may be larger than memory.
+
+        Examples
+        --------
+        >>> restorer = load_model("my_model")  # doctest: +SKIP
+        >>> restorer.predict_file("cells.tif", "restored.tif")  # doctest: +SKIP
+        >>> restorer.consistency_file("cells.tif", "restored.tif", "consistency.tif").rsp  # doctest: +SKIP
+        0.98
+        """
+        image = self._model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
+        result = self.consistency(image, read_image(prediction))
+        write_image(output, image.replace(data=result.map, path=None), overwrite=overwrite,
+                    inputs=[source, prediction])
+        return result
+
+    def _model_input(
+        self, source: str | os.PathLike[str], *, axes: str | None, pixel_size: float | None, rescale: bool,
+        force: bool,
+    ) -> Image:
+        """`source` read as the model receives it: pixel size checked, resampled when `rescale`."""
+        image = read_image(source, axes=axes, pixel_size=pixel_size)
+        factor = check_pixel_size(image.pixel_size, self.input_pixel_size, rescale=rescale, force=force)
+        return image if factor is None else rescale_image(image, factor)
 
 
 def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) -> Restorer:
