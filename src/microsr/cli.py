@@ -41,6 +41,20 @@ PixelSizeOption = Annotated[
     float | None,
     typer.Option("--pixel-size", help="Pixel size in nm; overrides the file's metadata."),
 ]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(help="auto (bfloat16 where the CPU/GPU computes it natively, else fp32), fp32, bf16 or fp16."),
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option(min=1, help="CPU threads for PyTorch (default: one per physical core).")
+]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _version(value: bool) -> None:
@@ -214,6 +228,8 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = None,
     workers: Annotated[int | None, typer.Option(help="Data-loading processes.")] = None,
+    precision: PrecisionOption = None,
+    threads: ThreadsOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUTPUT.")] = False,
 ) -> None:
     """Train a super-resolution model from high-resolution images (degraded on the fly) or real pairs.
@@ -230,7 +246,7 @@ def train_command(
     budget = {"minutes": minutes, "epochs": epochs, "steps": steps}
     if any(v is not None for v in budget.values()):
         run["train"] = {k: v for k, v in run["train"].items() if k not in budget}
-    schedule = {**budget, "seed": seed, "device": device}
+    schedule = {**budget, "seed": seed, "device": device, "precision": precision}
     run["data"].update({k: [str(p) for p in v] if isinstance(v, list) else v for k, v in data.items() if v is not None})
     run["train"].update({k: v for k, v in schedule.items() if v is not None})
     run.update({k: v for k, v in {"scale": scale, "degradation": degradation}.items() if v is not None})
@@ -238,6 +254,7 @@ def train_command(
         run["model"] = {"name": model, "kwargs": {}}
     if not run["data"].get("hr"):
         raise InputError("no training images: give --hr IMAGE_OR_FOLDER or a configuration file with data.hr.")
+    _set_threads(threads)
     record = train(run, output, resume=resume)
     out.print(
         f"[bold]{output}[/bold]: val PSNR {record['val_psnr']:.2f} dB (bicubic {record['bicubic_psnr']:.2f} dB) "
@@ -255,6 +272,8 @@ def predict(
         int, typer.Option(help="Tiles per forward pass; on a CPU 1 is as fast and needs least memory.")
     ] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
     axes: AxesOption = None,
     pixel_size: PixelSizeOption = None,
     rescale: Annotated[bool, typer.Option(help="Resample the input to the model's pixel size first.")] = False,
@@ -276,11 +295,12 @@ def predict(
     from microsr.restorer import load_model
     from microsr.training import pick_device
 
+    _set_threads(threads)
     restorer = load_model(model)
     as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}
     written = restorer.predict_file(
         image, output, overwrite=overwrite, resume=resume, device=pick_device(device), tile=tile,
-        batch_size=batch_size, progress=True, **as_input,
+        batch_size=batch_size, precision=precision, progress=True, **as_input,
     )
     out.print(f"wrote {written}")
     if consistency:
@@ -301,6 +321,47 @@ def demo(
     from microsr.demo import run_demo
 
     run_demo(output, minutes=minutes, console=out)
+
+
+@app.command("benchmark")
+def benchmark_command(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `microsr train`, or its .safetensors file.")],
+    hr: Annotated[Path, typer.Option(help="High-resolution (ground truth) image file or folder.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Report folder: metrics.csv, summary.json, report.html.")
+    ],
+    lr: Annotated[
+        Path | None,
+        typer.Option(help="Low-resolution image file or folder, matched to --hr by file name; "
+                          "default: degrade --hr with the model's degradation (semi-synthetic)."),
+    ] = None,
+    vs: Annotated[list[Path] | None, typer.Option("--vs", help="Another model to compare (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the degradation when --lr is not given.")] = 0,
+    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists and is not empty.")] = False,
+) -> None:
+    """Score MODEL on LR/HR pairs against bicubic and bilinear upscaling (and --vs models); write a report.
+
+    Each pair is registered first (sub-pixel shift, reported); PSNR, SSIM, NRMSE and
+    decorrelation resolution per image and method go to OUTPUT/metrics.csv, their means to
+    summary.json, and crops, error maps and tables to the self-contained report.html.
+    """
+    from microsr.benchmark import benchmark
+    from microsr.training import pick_device
+
+    result = benchmark(model, hr, lr, output, vs=vs or (), seed=seed, device=pick_device(device), tile=tile,
+                       overwrite=overwrite, progress=True)
+    unit = result.summary["resolution_unit"]
+    kind = "semi-synthetic: LR made from HR by the model's degradation" if lr is None else "real pairs"
+    table = Table(title=f"mean over {result.summary['methods']['microsr']['images']} images ({kind})")
+    for column in ("method", "PSNR (dB)", "SSIM", "NRMSE", f"resolution ({unit})"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, scores in result.summary["methods"].items():
+        resolution = "–" if scores["resolution"] is None else f"{scores['resolution']:.2f}"
+        table.add_row(name, f"{scores['psnr']:.2f}", f"{scores['ssim']:.4f}", f"{scores['nrmse']:.4f}", resolution)
+    out.print(table)
+    out.print(f"wrote {output}/report.html, metrics.csv, summary.json")
 
 
 def _show_warning(message: Warning | str, *_: object, **__: object) -> None:

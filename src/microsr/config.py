@@ -67,6 +67,11 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device such as cuda:1.")
     deterministic: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bfloat16 autocast where the device computes it natively, else float32. "
+        "(float16 training would need loss scaling, so it is not offered.)",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:

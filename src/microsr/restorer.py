@@ -63,7 +63,7 @@ class Restorer:
         return self.info.get("input_pixel_size")
 
     def predictor(self, *, device: str | torch.device = "cpu", tile: int = 256, batch_size: int = 1,
-                  progress: bool = False) -> Predictor:
+                  precision: str = "auto", progress: bool = False) -> Predictor:
         """A :class:`~microsr.predict.Predictor` applying this model as it was trained."""
         radius = self.info.get("receptive_field")
         return Predictor(
@@ -77,13 +77,14 @@ class Restorer:
             overlap=None if radius is None else overlap_for(radius),
             batch_size=batch_size,
             device=device,
+            precision=precision,
             progress=progress,
         )
 
     def predict(self, image: Image | np.ndarray, *, axes: str | None = None, **options: Any) -> np.ndarray:
         """Restore an in-memory image; returns float32 ``(..., H*scale, W*scale)`` in the input's units.
 
-        `options` go to :meth:`predictor` (device, tile, batch_size, progress).
+        `options` go to :meth:`predictor` (device, tile, batch_size, precision, progress).
         """
         return self.predictor(**options).predict(image, axes=axes)
 

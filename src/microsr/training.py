@@ -33,6 +33,7 @@ from microsr.errors import InputError
 from microsr.io import atomic_output, find_images, read_image
 from microsr.losses import get_loss, ms_ssim
 from microsr.models import create_model, receptive_field
+from microsr.precision import autocast, resolve_precision
 
 __all__ = ["pick_device", "train"]
 
@@ -109,6 +110,7 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.train.device)
+    dtype = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     degradation = load_degradation(cfg.degradation, scale=cfg.scale) if cfg.data.lr is None else None
@@ -155,7 +157,7 @@ def train(
                     group["lr"] = _learning_rate(cfg.train.lr, min(fraction, 1.0), cfg.train.schedule)
                 inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 targets = targets.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with autocast(device, dtype):
                     loss = loss_fn(net(inputs).float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -170,7 +172,7 @@ def train(
                            description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}{last_val}")
                 if (budget and elapsed >= budget) or (total_steps and run["step"] >= total_steps):
                     break
-            val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, cfg.data.batch_size)
+            val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, dtype, cfg.data.batch_size)
             run["epoch"] += 1
             run["seconds"] += time.monotonic() - started
             record = {
@@ -239,12 +241,14 @@ def _learning_rate(peak: float, fraction: float, schedule: str) -> float:
 
 
 @torch.inference_mode()
-def _validate(net: nn.Module, val_set: Any, loss_fn: nn.Module, device: torch.device, batch_size: int):
+def _validate(net: nn.Module, val_set: Any, loss_fn: nn.Module, device: torch.device, dtype: torch.dtype,
+              batch_size: int):
     """Mean loss, PSNR (dB, data range 1 of normalised intensity) and SSIM over the fixed validation tiles."""
     net.eval()
     losses, psnrs, ssims = [], [], []
     for inputs, targets in DataLoader(val_set, batch_size=batch_size):
-        prediction = net(inputs.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+        with autocast(device, dtype):
+            prediction = net(inputs.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
         losses.append(loss_fn(prediction, targets).item())
         psnrs.extend(_psnr(prediction, targets).tolist())
         ssims.append(_ssim(prediction, targets))
