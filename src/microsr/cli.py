@@ -311,6 +311,50 @@ def predict(
 
 
 @app.command()
+def bench(
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "resunet",
+    scale: Annotated[int, typer.Option(help="Upsampling factor.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    size: Annotated[int, typer.Option(min=16, help="Side of the LR image predicted, in pixels.")] = 512,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results to this JSON file (replaced if it exists).")
+    ] = None,
+) -> None:
+    """Measure this machine: convolution peak (fp32, bf16) and a model's prediction and training speed.
+
+    Takes about a minute on a laptop CPU. Throughput is in output megapixels per second; the
+    fraction of peak is achieved FLOP/s over the convolution peak in the precision used.
+    """
+    import json
+
+    from microsr.bench import run_bench
+    from microsr.io import atomic_output
+    from microsr.training import pick_device
+
+    _set_threads(threads)
+    with err.status("Benchmarking (about a minute)…"):
+        result = run_bench(model, scale=scale, device=pick_device(device), precision=precision, size=size,
+                           tile=min(size, 256))
+    table = Table(title=f"microsr bench: {model} x{scale} on {result.device}, {result.threads} threads")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("3x3 conv peak, fp32", f"{result.conv_peak_fp32:.3f} TFLOP/s")
+    table.add_row("3x3 conv peak, bf16", f"{result.conv_peak_bf16:.3f} TFLOP/s")
+    table.add_row("model FLOPs per output pixel", f"{result.flops_per_output_pixel / 1e3:.1f} k")
+    table.add_row(f"prediction ({result.precision})", f"{result.predict_mps:.2f} MP/s")
+    table.add_row("  fraction of conv peak", f"{result.predict_fraction_of_peak:.0%}")
+    table.add_row(f"training ({result.precision})", f"{result.train_mps:.3f} MP/s")
+    table.add_row("  fraction of conv peak", f"{result.train_fraction_of_peak:.0%}")
+    out.print(table)
+    if json_path is not None:
+        with atomic_output(json_path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        out.print(f"wrote {json_path}")
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo's results.")] = Path(
         "demo_output"

@@ -1,0 +1,171 @@
+"""How fast this machine runs microsr, against what its hardware can do (``microsr bench``).
+
+Three measurements, each timed after a warm-up run:
+
+- the peak throughput of the hardware's workhorse, a 3x3 convolution with 64 input
+  and output channels in ``channels_last`` layout, in float32 and bfloat16;
+- prediction: output megapixels per second of a model through the tiled
+  :class:`~microsr.predict.Predictor`, and the fraction of the convolution peak this
+  represents (megapixels/s x the model's FLOPs per output pixel);
+- training: output megapixels per second of training steps (forward, backward,
+  optimiser), counted as 3x the forward FLOPs, also as a fraction of the peak.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from microsr.losses import get_loss
+from microsr.models import create_model, model_cost
+from microsr.precision import autocast, resolve_precision
+from microsr.predict import Predictor
+
+__all__ = ["BenchResult", "conv_peak", "run_bench"]
+
+# A backward pass costs about twice the forward one (gradients for inputs and weights).
+_TRAINING_FLOPS_FACTOR = 3
+
+
+def _seconds_per_call(fn: Callable[[], object], *, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def conv_peak(dtype: torch.dtype, *, device: str | torch.device = "cpu", size: int = 128, repeats: int = 5) -> float:
+    """Measured FLOP/s of a 64 -> 64 channel 3x3 convolution on a ``(4, 64, size, size)`` batch.
+
+    Examples
+    --------
+    >>> conv_peak(torch.float32, size=16, repeats=1) > 0
+    True
+    """
+    device = torch.device(device)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(4, 64, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 64 * 64 * 9 * x.shape[0] * size * size
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device, dtype):
+            conv(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return flops / _seconds_per_call(forward, repeats=repeats)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What :func:`run_bench` measured; FLOP/s in TFLOP/s, throughput in output megapixels/s."""
+
+    model: str
+    scale: int
+    device: str
+    precision: str
+    threads: int
+    conv_peak_fp32: float
+    conv_peak_bf16: float
+    flops_per_output_pixel: float
+    predict_mps: float
+    predict_fraction_of_peak: float
+    train_mps: float
+    train_fraction_of_peak: float
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON."""
+        return asdict(self)
+
+
+def run_bench(
+    model: str = "resunet",
+    *,
+    scale: int = 4,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    size: int = 512,
+    tile: int = 256,
+    train_tile: int = 128,
+    batch_size: int = 8,
+    repeats: int = 3,
+) -> BenchResult:
+    """Measure the convolution peak and a model's prediction and training throughput.
+
+    Parameters
+    ----------
+    model : str
+        Registered model name (see :func:`microsr.models.list_models`).
+    scale : int
+        Upsampling factor of the model.
+    device : str or torch.device
+        Where to run.
+    precision : str
+        As for prediction: "auto", "fp32", "bf16" or "fp16". The fraction of peak is
+        against the convolution peak in the precision used (fp16 against bf16's).
+    size : int
+        Side of the LR image predicted (tiled by ``tile``).
+    train_tile, batch_size : int
+        HR tile side and batch of the training steps.
+    repeats : int
+        Timed repeats of each measurement (the median is reported).
+
+    Returns
+    -------
+    BenchResult
+
+    Examples
+    --------
+    >>> result = run_bench("resunet_small", size=32, tile=32, train_tile=32, batch_size=1, repeats=1)
+    >>> result.predict_mps > 0 and result.train_mps > 0
+    True
+    """
+    device = torch.device(device)
+    dtype = resolve_precision(precision, device)
+    net = create_model(model, scale=scale).to(device)
+    flops = model_cost(net, tile=tile).flops_per_output_pixel
+    peaks = {name: conv_peak(d, device=device, repeats=repeats) for name, d in
+             (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peak = peaks["fp32"] if dtype == torch.float32 else peaks["bf16"]
+
+    image = np.random.default_rng(0).random((size, size)).astype(np.float32)
+    # Overlap as used with a trained model: the default measures the receptive field, which is slow.
+    predictor = Predictor(net, scale=scale, tile=tile, overlap=16, device=device, precision=precision,
+                          progress=False)
+    predict_seconds = _seconds_per_call(lambda: predictor.predict(image), repeats=repeats)
+    predict_mps = (size * scale) ** 2 / predict_seconds / 1e6
+
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    loss_fn = get_loss("msssim_l1")
+    lr_tile = train_tile // scale
+    inputs = torch.rand(batch_size, 1, lr_tile, lr_tile, device=device).contiguous(memory_format=torch.channels_last)
+    targets = torch.rand(batch_size, 1, train_tile, train_tile, device=device)
+
+    def step() -> None:
+        with autocast(device, dtype):
+            loss = loss_fn(net(inputs).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    train_mps = batch_size * train_tile**2 / _seconds_per_call(step, repeats=repeats) / 1e6
+    return BenchResult(
+        model=model, scale=scale, device=str(device), precision=str(dtype).removeprefix("torch."),
+        threads=torch.get_num_threads(),
+        conv_peak_fp32=peaks["fp32"] / 1e12, conv_peak_bf16=peaks["bf16"] / 1e12,
+        flops_per_output_pixel=flops,
+        predict_mps=predict_mps, predict_fraction_of_peak=predict_mps * 1e6 * flops / peak,
+        train_mps=train_mps,
+        train_fraction_of_peak=train_mps * 1e6 * flops * _TRAINING_FLOPS_FACTOR / peak,
+    )

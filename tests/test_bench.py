@@ -1,0 +1,30 @@
+"""`microsr bench`: measures, reports consistent figures, and writes JSON."""
+
+import json
+
+import pytest
+
+from microsr.cli import main
+
+
+def test_bench_reports_consistent_throughput_and_fraction_of_peak(capsys, tmp_path):
+    output = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--model", "resunet_small", "--size", "64", "--precision", "fp32", "--json", str(output)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0, captured.err
+    result = json.loads(output.read_text())
+    assert result["precision"] == "float32" and result["model"] == "resunet_small"
+    assert result["conv_peak_fp32"] > 0 and result["conv_peak_bf16"] > 0
+    # The fraction of peak is throughput x FLOPs per pixel over the fp32 peak.
+    expected = result["predict_mps"] * 1e6 * result["flops_per_output_pixel"] / (result["conv_peak_fp32"] * 1e12)
+    assert result["predict_fraction_of_peak"] == pytest.approx(expected, rel=1e-6)
+    assert 0 < result["predict_fraction_of_peak"] < 1.5
+    assert "MP/s" in captured.out and "TFLOP/s" in captured.out
+
+
+def test_bench_refuses_an_unknown_precision(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--precision", "fp8"])
+    assert exit_info.value.code == 2
+    assert "fp8" in capsys.readouterr().err
