@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from microsr import __version__
+from microsr import __version__, cli_smlm
 from microsr.errors import InputError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+
+app.add_typer(cli_smlm.app, name="smlm")
 
 # Resolved at print time so output follows sys.stdout/sys.stderr even when they are swapped (tests, notebooks).
 out = Console(highlight=False)
@@ -352,6 +354,62 @@ def bench(
         with atomic_output(json_path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         out.print(f"wrote {json_path}")
+
+
+@app.command("fit-degradation")
+def fit_degradation_command(
+    lr: Annotated[Path, typer.Option(help="Real low-resolution image file or folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Degradation YAML file to write.")],
+    hr: Annotated[
+        Path | None,
+        typer.Option(help="High-resolution counterparts of --lr: a file, or a folder matched by file name. "
+                          "Without it only the noise is fitted, from --lr alone."),
+    ] = None,
+    scale: Annotated[
+        int | None, typer.Option(help="Downsampling factor; with --hr inferred from the sizes, without it 4.")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Bayesian optimisation trials for the blur (with --hr).")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same fit.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Fit the degradation to your microscope and write it as YAML for `microsr train --degradation`.
+
+    With --hr (real LR/HR pairs of the same field of view): blur, Poisson and read noise and the
+    intensity map, so that degraded HR images look like the real LR. With --lr alone: the noise
+    model var = a·I + b of the LR images, after the default blur. Values come with uncertainties.
+    """
+    from microsr.fit import fit_degradation, fit_noise, pair_files
+    from microsr.io import atomic_output, check_output, find_images, read_image
+
+    if not output.name.lower().endswith((".yaml", ".yml")):
+        raise InputError(f"{output}: a degradation is written as YAML; name the output .yaml or .yml.")
+    command = " ".join(
+        ["microsr fit-degradation", f"--lr {lr}", *([f"--hr {hr}"] if hr else []), *([f"--scale {scale}"] if scale else []),
+         *([f"--trials {trials}"] if hr else []), f"--seed {seed}"]
+    )
+    if hr is None:
+        files = find_images(lr)
+        check_output(output, overwrite, files)
+        with err.status("Fitting the noise model…"):
+            fit = fit_noise([read_image(f) for f in files], scale=scale or 4, seed=seed)
+        title = f"noise of {len(files)} LR image(s)"
+    else:
+        pairs = pair_files(lr, hr)
+        files = [path for pair in pairs for path in pair]
+        check_output(output, overwrite, files)
+        fit = fit_degradation([read_image(h) for _, h in pairs], [read_image(low) for low, _ in pairs],
+                              scale=scale, trials=trials, seed=seed, progress=True)
+        title = f"degradation of {len(pairs)} LR/HR pair(s)"
+    with atomic_output(output, overwrite=overwrite, inputs=files) as tmp:
+        tmp.write_text(fit.to_yaml(command), encoding="utf-8")
+    table = Table(title=f"Fitted {title} (± jackknife standard error)")
+    for column in ("parameter", "value", "unit"):
+        table.add_column(column)
+    for row in fit.summary():
+        table.add_row(*row)
+    out.print(table)
+    out.print(fit.degradation.describe())
+    out.print(f"wrote {output}")
 
 
 @app.command()
