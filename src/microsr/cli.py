@@ -439,6 +439,9 @@ def benchmark_command(
     ] = None,
     vs: Annotated[list[Path] | None, typer.Option("--vs", help="Another model to compare (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the degradation when --lr is not given.")] = 0,
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", help="HR pixel size in nm; overrides the files' metadata.")
+    ] = None,
     tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists and is not empty.")] = False,
@@ -452,11 +455,12 @@ def benchmark_command(
     from microsr.benchmark import benchmark
     from microsr.training import pick_device
 
-    result = benchmark(model, hr, lr, output, vs=vs or (), seed=seed, device=pick_device(device), tile=tile,
-                       overwrite=overwrite, progress=True)
+    result = benchmark(model, hr, lr, output, vs=vs or (), seed=seed, pixel_size=pixel_size,
+                       device=pick_device(device), tile=tile, overwrite=overwrite, progress=True)
     unit = result.summary["resolution_unit"]
     kind = "semi-synthetic: LR made from HR by the model's degradation" if lr is None else "real pairs"
-    table = Table(title=f"mean over {result.summary['methods']['microsr']['images']} images ({kind})")
+    images = result.summary["methods"]["microsr"]["images"]
+    table = Table(title=f"mean over {images} image{'s' if images > 1 else ''} ({kind})")
     for column in ("method", "PSNR (dB)", "SSIM", "NRMSE", f"resolution ({unit})"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for name, scores in result.summary["methods"].items():
