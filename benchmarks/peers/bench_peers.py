@@ -1,0 +1,394 @@
+"""microsr against PSSR2 and CAREamics: x4 prediction speed and quality at equal training time.
+
+Run with microsr's venv after ``benchmarks/peers/setup_peers.sh`` (see benchmarks/README.md)::
+
+    .venv/bin/python benchmarks/peers/bench_peers.py            # the full run, about an hour
+    .venv/bin/python benchmarks/peers/bench_peers.py --quick    # a smoke run, a few minutes
+
+Every case runs in a fresh process of its tool's own venv (so its peak RSS is its own) and
+the cases of one size are interleaved round by round, so a load change hits all of them;
+figures are medians over the rounds. Inputs and outputs live in ``.work/`` (git-ignored);
+the summary goes to ``results_peers.json`` (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+
+from microsr import metrics
+from microsr.data import PercentileNormalizer, flip_rotate, split_regions
+from microsr.degrade import preset
+from microsr.io import read_image
+from microsr.samples import filaments, sample_path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+PYTHONS = {
+    "microsr": Path(sys.executable),
+    "pssr": HERE / ".venvs" / "pssr" / "bin" / "python",
+    "careamics": HERE / ".venvs" / "careamics" / "bin" / "python",
+}
+SCALE = 4
+NAPARI_HR = HERE.parents[2] / "shared" / "data" / "napari_pssr" / "HR" / "small.tif"
+# microsr's ResUNet with the parameter count and FLOPs of PSSR2's ResUNet(hidden=[32, 64, 128, 256], depth=2).
+MATCHED_WIDTHS = [32, 64, 128, 360]
+HR_TILE = 128  # training and evaluation tiles (HR pixels); microsr's default training tile
+VAL_FRACTION = 0.1
+
+
+# --------------------------------------------------------------------------- running workers
+
+
+def run_worker(tool: str, command: str, settings: dict[str, Any], log: str) -> dict[str, Any]:
+    """Run one case in a fresh process of ``tool``'s venv and return its JSON report."""
+    script = HERE / f"worker_{tool}.py"
+    done = subprocess.run([str(PYTHONS[tool]), str(script), command, json.dumps(settings)],
+                          capture_output=True, text=True, cwd=WORK)
+    (WORK / "logs").mkdir(exist_ok=True)
+    (WORK / "logs" / f"{log}.log").write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool} {command} ({log}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median of every number the runs report."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return {k: statistics.median(run[k] for run in runs) for k in keys}
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def speed_configs(quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Name -> (tool, settings) of every speed configuration."""
+    from worker_microsr import has_precision  # the project's venv runs this script
+
+    precisions = ["auto", "fp32"] if has_precision() else [None]
+    configs: dict[str, tuple[str, dict[str, Any]]] = {
+        "pssr_default": ("pssr", {"model": "default", "tile": 128 if quick else 256}),
+        "pssr_small": ("pssr", {"model": "small", "tile": 128 if quick else 256}),
+        "care": ("careamics", {"tile": 256 if quick else 512, "overlap": 48}),
+    }
+    for name, kwargs in (("default", {}), ("matched", {"widths": MATCHED_WIDTHS})):
+        for precision in precisions:
+            suffix = f"_{precision}" if precision else ""
+            configs[f"microsr_{name}{suffix}"] = ("microsr", {"model_kwargs": kwargs, "precision": precision,
+                                                              "tile": 256})
+    return configs
+
+
+def pssr_overlap(size: int, tile: int) -> int:
+    """The largest of 64, 32, 0 LR pixels of overlap with which PSSR2's sliding tiles cover the image exactly.
+
+    PSSR2 places tiles every ``tile - overlap`` pixels and drops what a whole tile
+    does not reach, so the stride must divide ``size - tile``.
+    """
+    return next(o for o in (64, 32, 0) if (size - tile) % (tile - o) == 0)
+
+
+def speed_input(size: int) -> Path:
+    """A folder holding only ``lr.tif``: a uint8 SIZE^2 filament image (PSSR2 reads whole folders)."""
+    folder = WORK / "speed" / f"lr_{size}"
+    path = folder / "lr.tif"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        image = metrics.normalize_percentile(filaments((size, size), seed=size))
+        tifffile.imwrite(path, np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    return folder
+
+
+def speed_case(tool: str, settings: dict[str, Any], size: int, label: str) -> dict[str, Any]:
+    """One speed run of ``tool`` on the SIZE^2 input; its scratch output is deleted afterwards."""
+    folder = speed_input(size)
+    scratch = WORK / "speed" / f"out_{label}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    settings = {**settings, "size": size, "input": str(folder if tool == "pssr" else folder / "lr.tif")}
+    if tool == "pssr":
+        overlap = pssr_overlap(size, settings["tile"])
+        settings.update(overlap=overlap, margin=overlap, output=str(scratch))
+    else:
+        settings.update(output=str(scratch / "sr.tif"), setup_dir=str(scratch))
+    try:
+        return run_worker(tool, "speed", settings, label)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_speed(sizes: list[int], rounds: int, configs: dict[str, tuple[str, dict[str, Any]]],
+              control_tiles: int, once: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Interleaved rounds over ``configs`` for each size, plus the torch-build control in every venv.
+
+    Configurations named in ``once`` run in the first round only (their figures are single runs).
+    """
+    results: dict[str, Any] = {}
+    controls: dict[str, list[dict[str, Any]]] = {tool: [] for tool in PYTHONS}
+    for size in sizes:
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+        for r in range(rounds):
+            names = list(configs)
+            names = names[r % len(names):] + names[: r % len(names)]  # rotate: no config always goes first
+            for name in (n for n in names if r == 0 or n not in once):
+                tool, settings = configs[name]
+                runs[name].append(speed_case(tool, settings, size, f"speed_{size}_{name}_{r}"))
+                print(f"  {size}^2 round {r + 1}/{rounds} {name}: {runs[name][-1]['megapixels_per_s']:.3f} MP/s, "
+                      f"peak RSS {runs[name][-1]['peak_rss_mb']:.0f} MB", flush=True)
+            if size == sizes[0]:
+                for tool in PYTHONS:
+                    controls[tool].append(run_worker(tool, "control", {"tile": 256, "tiles": control_tiles},
+                                                     f"control_{tool}_{r}"))
+        results[str(size)] = {name: {"median": median_of(rs), "runs": rs} for name, rs in runs.items() if rs}
+    return results, {tool: {"median": median_of(rs), "runs": rs} for tool, rs in controls.items() if rs}
+
+
+def speed_ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """microsr's MP/s over each peer's, end to end and network only, per size."""
+    auto = "_auto" if any(name.endswith("_auto") for size in results.values() for name in size) else ""
+    pairs = {
+        f"microsr_default{auto} / pssr_default": (f"microsr_default{auto}", "pssr_default", 10.0),
+        f"microsr_matched{auto} / pssr_small": (f"microsr_matched{auto}", "pssr_small", 5.0),
+        f"microsr_default{auto} / care": (f"microsr_default{auto}", "care", 10.0),
+    }
+    if auto:
+        pairs.update({
+            "microsr_default_fp32 / pssr_default": ("microsr_default_fp32", "pssr_default", None),
+            "microsr_matched_fp32 / pssr_small": ("microsr_matched_fp32", "pssr_small", None),
+            "microsr_default_fp32 / care": ("microsr_default_fp32", "care", None),
+        })
+    ratios: dict[str, Any] = {}
+    for size, cases in results.items():
+        for label, (ours, peer, target) in pairs.items():
+            if ours in cases and peer in cases:
+                a, b = cases[ours]["median"], cases[peer]["median"]
+                ratios[f"{size}: {label}"] = {
+                    "end_to_end": a["megapixels_per_s"] / b["megapixels_per_s"],
+                    "network": a["network_megapixels_per_s"] / b["network_megapixels_per_s"],
+                    "target": target,
+                    "met": None if target is None else a["megapixels_per_s"] / b["megapixels_per_s"] >= target,
+                }
+    return ratios
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def hr_images() -> list[tuple[str, np.ndarray]]:
+    """The HR images every tool learns from, each in its own normalised units (0.1/99.9 percentiles -> 0/1)."""
+    paths = {"filaments": sample_path()}
+    if NAPARI_HR.exists():
+        paths["napari_pssr_small"] = NAPARI_HR
+    images = []
+    for name, path in paths.items():
+        image = read_image(path)
+        images.append((name, PercentileNormalizer().fit(image)(np.asarray(image.data))))
+    return images
+
+
+def make_quality_data(folder: Path, n_pairs: int, draws: int, seed: int = 0) -> dict[str, Any]:
+    """Degrade once, to disk: training pairs for the peers and the held-out evaluation tiles for all.
+
+    Training tiles come from each image's training region and evaluation tiles from its
+    validation band (``split_regions`` with microsr's tile and fraction, so microsr's own
+    training never sees them either). Every tile is degraded by microsr's "poisson"
+    preset with its own random blur, photon count and read noise.
+    """
+    degradation = preset("poisson", SCALE)
+    rng = np.random.default_rng(seed)
+    images = hr_images()
+    lr_train, hr_train, lr_eval, hr_eval, sources = [], [], [], [], []
+    for index, (name, hr) in enumerate(images):
+        train, val = split_regions(hr.shape, HR_TILE, VAL_FRACTION, source=name)
+        for _ in range(n_pairs // len(images)):
+            y = int(rng.integers(train.y0, train.y1 - HR_TILE + 1))
+            x = int(rng.integers(train.x0, train.x1 - HR_TILE + 1))
+            tile = flip_rotate(hr[y : y + HR_TILE, x : x + HR_TILE], bool(rng.integers(2)), int(rng.integers(4)))
+            hr_train.append(tile)
+            lr_train.append(degradation(tile, seed=rng))
+        step = HR_TILE // 2
+        for y in range(val.y0, val.y1 - HR_TILE + 1, step):
+            for x in range(val.x0, val.x1 - HR_TILE + 1, step):
+                tile = hr[y : y + HR_TILE, x : x + HR_TILE]
+                for _ in range(draws):
+                    hr_eval.append(tile)
+                    lr_eval.append(degradation(tile, seed=rng))
+                    sources.append(index)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"lr": np.stack(lr_train).astype(np.float32), "hr": np.stack(hr_train).astype(np.float32)}
+    np.savez(folder / "pairs.npz", **arrays)
+    for kind, stack in arrays.items():
+        # PSSR2's PairedImageDataset reads one TIFF per tile from matching hr/ and lr/ folders, in 0..255.
+        (folder / kind).mkdir(exist_ok=True)
+        for i, tile in enumerate(stack):
+            tifffile.imwrite(folder / kind / f"p{i:05d}.tif", tile * 255)
+    np.save(folder / "eval_lr.npy", np.stack(lr_eval).astype(np.float32))
+    np.save(folder / "eval_hr.npy", np.stack(hr_eval).astype(np.float32))
+    np.save(folder / "eval_source.npy", np.array(sources))
+    return {"images": [name for name, _ in images], "train_pairs": len(hr_train), "eval_tiles": len(hr_eval),
+            "eval_draws_per_tile": draws}
+
+
+def run_training(folder: Path, minutes: float, trained: list[str]) -> dict[str, Any]:
+    """Train each tool for ``minutes`` of wall-clock time; each saves its predictions of the evaluation tiles."""
+    common = {"eval_lr": str(folder / "eval_lr.npy"), "minutes": minutes, "seed": 0}
+    hr_files = [str(sample_path())] + ([str(NAPARI_HR)] if NAPARI_HR.exists() else [])
+    jobs = {
+        "pssr_default": ("pssr", {"model": "default", "pairs": str(folder), "hr_tile": HR_TILE, "val_split": 0.01,
+                                  "batch_size": 16, "num_workers": 2}),
+        "pssr_small": ("pssr", {"model": "small", "pairs": str(folder), "hr_tile": HR_TILE, "val_split": 0.01,
+                                "batch_size": 16, "num_workers": 2}),
+        "care": ("careamics", {"pairs": str(folder / "pairs.npz"), "patch": 64, "batch_size": 16,
+                               "steps_per_epoch": 50, "work_dir": str(folder)}),
+        "microsr_default": ("microsr", {"model_kwargs": {}, "hr": hr_files, "hr_tile": HR_TILE,
+                                        "val_fraction": VAL_FRACTION, "work_dir": str(folder)}),
+        "microsr_matched": ("microsr", {"model_kwargs": {"widths": MATCHED_WIDTHS}, "hr": hr_files,
+                                        "hr_tile": HR_TILE, "val_fraction": VAL_FRACTION, "work_dir": str(folder)}),
+    }
+    reports = {}
+    for name in trained:
+        tool, settings = jobs[name]
+        settings = {**common, **settings, "predictions": str(folder / f"pred_{name}.npy")}
+        reports[name] = run_worker(tool, "train", settings, f"train_{name}")
+        print(f"  trained {name}: {reports[name]['steps']} steps in {reports[name]['train_seconds']:.0f} s", flush=True)
+    return reports
+
+
+def evaluate(folder: Path, names: list[str], images: list[str]) -> dict[str, Any]:
+    """PSNR and SSIM of every tool's predictions (and bicubic) against the HR evaluation tiles.
+
+    Everything is in the HR image's normalised units (its 0.1/99.9 percentiles at 0/1),
+    which every tool was trained in (PSSR2 in 255 times those), so the metrics use
+    ``data_range=1`` as microsr.metrics documents; ``psnr_affine`` first fits each
+    prediction's gain and offset to the reference (``normalize_like``, CSBDeep's
+    scale-invariant convention), which forgives intensity errors.
+    """
+    lr = np.load(folder / "eval_lr.npy")
+    hr = np.load(folder / "eval_hr.npy")
+    sources = np.load(folder / "eval_source.npy")
+    bicubic = F.interpolate(torch.from_numpy(lr)[:, None], scale_factor=SCALE, mode="bicubic",
+                            align_corners=False)[:, 0].numpy()
+    predictions = {"bicubic": bicubic, **{name: np.load(folder / f"pred_{name}.npy") for name in names}}
+    scores: dict[str, Any] = {}
+    for name, prediction in predictions.items():
+        per_tile = np.array([
+            (metrics.psnr(h, p, data_range=1), metrics.ssim(h, p, data_range=1),
+             metrics.psnr(h, metrics.normalize_like(p, h), data_range=1))
+            for h, p in zip(hr, prediction)
+        ])
+        scores[name] = {
+            "psnr": float(per_tile[:, 0].mean()), "ssim": float(per_tile[:, 1].mean()),
+            "psnr_affine": float(per_tile[:, 2].mean()),
+            "psnr_by_image": {image: float(per_tile[sources == i, 0].mean()) for i, image in enumerate(images)},
+        }
+    return scores
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    """The CPU and the load the figures were taken on."""
+    flags = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "")
+    return {
+        "cpu": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags,
+        "python": platform.python_version(), "loadavg_start": os.getloadavg(),
+    }
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    for size, cases in result["speed"].items():
+        print(f"\nx{SCALE} of {size}^2 -> {int(size) * SCALE}^2, medians over the runs")
+        print("| configuration | runs | MP/s | network MP/s | network MP/s per tile pixel | peak RSS MB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, case in cases.items():
+            m = case["median"]
+            print(f"| {name} | {len(case['runs'])} | {m['megapixels_per_s']:.3f} | "
+                  f"{m['network_megapixels_per_s']:.3f} | {m['network_tile_megapixels_per_s']:.3f} | "
+                  f"{m['peak_rss_mb']:.0f} |")
+    print("\n| ratio | end to end | network | target | met |\n|---|---:|---:|---:|---|")
+    for label, r in result["ratios"].items():
+        print(f"| {label} | {r['end_to_end']:.2f} | {r['network']:.2f} | {r['target'] or '-'} | {r['met']} |")
+    if result["controls"]:
+        print("\n| venv (torch) | microsr resunet network MP/s, fp32 |\n|---|---:|")
+        for tool, control in result["controls"].items():
+            print(f"| {tool} ({control['runs'][0]['torch']}) | {control['median']['megapixels_per_s']:.3f} |")
+    if result.get("quality"):
+        print("\n| method | PSNR dB | SSIM | PSNR dB (affine fit) | training steps |\n|---|---:|---:|---:|---:|")
+        for name, score in result["quality"]["scores"].items():
+            steps = result["quality"]["training"].get(name, {}).get("steps", "-")
+            print(f"| {name} | {score['psnr']:.2f} | {score['ssim']:.3f} | {score['psnr_affine']:.2f} | {steps} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small images, one round, 15 s of training")
+    parser.add_argument("--sizes", type=int, nargs="+", help="LR sides for the interleaved rounds (default 1024)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per size (default 3)")
+    parser.add_argument("--configs", nargs="+", help="speed configurations to run (default: all)")
+    parser.add_argument("--once", nargs="*", default=[], help="configurations run in the first round only")
+    parser.add_argument("--large", type=int, help="LR side of the extra single-round case (default 2048; 0: none)")
+    parser.add_argument("--large-configs", nargs="+",
+                        default=["pssr_small", "care", "microsr_default_auto", "microsr_matched_auto"],
+                        help="configurations run at --large")
+    parser.add_argument("--minutes", type=float, help="training budget per tool (default 5)")
+    parser.add_argument("--train", nargs="*", default=["pssr_default", "pssr_small", "care", "microsr_default"],
+                        help="tools to train for the quality comparison (none: skip it)")
+    parser.add_argument("--json", type=Path, help="where to write the results (default results_peers.json; "
+                        "with --quick, .work/results_quick.json)")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = args.sizes or ([256] if quick else [1024])
+    rounds = args.rounds or (1 if quick else 3)
+    large = args.large if args.large is not None else (0 if quick else 2048)
+    minutes = args.minutes or (0.25 if quick else 5.0)
+    output = args.json or (WORK / "results_quick.json" if quick else HERE / "results_peers.json")
+
+    WORK.mkdir(exist_ok=True)
+    started = time.monotonic()
+    result: dict[str, Any] = {"machine": machine(), "quick": quick}
+    configs = speed_configs(quick)
+    chosen = {name: configs[name] for name in args.configs or configs}
+    print(f"speed: sizes {sizes}, {rounds} rounds of {', '.join(chosen)} (once: {', '.join(args.once) or '-'})",
+          flush=True)
+    result["speed"], result["controls"] = run_speed(sizes, rounds, chosen, control_tiles=1 if quick else 2,
+                                                    once=frozenset(args.once))
+    if large:
+        at_large = {name: configs[name] for name in args.large_configs if name in configs}
+        print(f"speed: {large}^2, one round of {', '.join(at_large)}", flush=True)
+        result["speed"].update(run_speed([large], 1, at_large, control_tiles=0)[0])
+    result["ratios"] = speed_ratios(result["speed"])
+    if args.train:
+        folder = WORK / "quality"
+        shutil.rmtree(folder, ignore_errors=True)
+        data = make_quality_data(folder, n_pairs=128 if quick else 4096, draws=1 if quick else 4)
+        print(f"quality: {data['train_pairs']} training pairs, {data['eval_tiles']} evaluation tiles, "
+              f"{minutes} min of training each", flush=True)
+        training = run_training(folder, minutes, args.train)
+        result["quality"] = {"data": data, "minutes": minutes, "training": training,
+                             "scores": evaluate(folder, args.train, data["images"])}
+    result["command"] = " ".join(sys.argv[1:])
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    result["wall_clock_seconds"] = time.monotonic() - started
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print_tables(result)
+    print(f"\nwall clock {result['wall_clock_seconds'] / 60:.1f} min; results in {output}")
+
+
+if __name__ == "__main__":
+    main()
