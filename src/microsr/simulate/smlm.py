@@ -35,6 +35,7 @@ import torch
 from scipy.special import erf
 
 from microsr.errors import InputError
+from microsr.simulate._ranges import parse_range, show_range
 from microsr.localize import LOCALIZATION_DTYPE, localization_table, render
 
 __all__ = [
@@ -142,7 +143,7 @@ class SMLMSimulation:
             raise InputError(f"size={self.size!r}: give ROWS,COLUMNS (or one number) of pixels ≥ 1.")
         object.__setattr__(self, "size", (int(size[0]), int(size[1])))
         for name, positive in (("fwhm", True), ("photons", False), ("background", False)):
-            object.__setattr__(self, name, _range(name, getattr(self, name), positive))
+            object.__setattr__(self, name, parse_range(name, getattr(self, name), positive))
         _check(self.pixel_size, "pixel_size", self.pixel_size > 0, "a positive number of nm")
         _check(self.density, "density", self.density >= 0, "a number of emitters per µm² ≥ 0")
         _check(self.photons_per_adu, "photons_per_adu", self.photons_per_adu > 0, "a positive number")
@@ -202,8 +203,8 @@ class SMLMSimulation:
         return "\n".join([
             f"{self.size[0]} × {self.size[1]} px of {self.pixel_size:g} nm, {structure}, {self.density:g} emitters "
             f"on per µm² per frame ({self.emitters_per_frame:.1f} per frame)",
-            f"PSF FWHM {_show(self.fwhm)} nm, {_show(self.photons)} photons per emitter, background "
-            f"{_show(self.background)} photons per pixel",
+            f"PSF FWHM {show_range(self.fwhm)} nm, {show_range(self.photons)} photons per emitter, background "
+            f"{show_range(self.background)} photons per pixel",
             f"camera: {camera}{self.photons_per_adu:g} photoelectrons per A/D count, base level "
             f"{self.base_level:g}, readout noise {self.read_noise:g} e-",
             f"blinking: on {self.on_time:g} frames, off {self.off_time:g} frames, bleaching {self.bleach:g} "
@@ -211,27 +212,9 @@ class SMLMSimulation:
         ])
 
 
-def _range(name: str, value: Any, positive: bool) -> tuple[float, float]:
-    pair = (value, value) if np.ndim(value) == 0 else tuple(value)
-    try:
-        pair = (float(pair[0]), float(pair[-1])) if len(pair) in (1, 2) else ()
-    except (TypeError, ValueError):
-        pair = ()
-    if not pair or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in pair):
-        bound = "> 0" if positive else "≥ 0"
-        raise InputError(f"{name}={value!r}: give a number or a range LOW,HIGH of finite numbers {bound}.")
-    if pair[0] > pair[1]:
-        raise InputError(f"{name}={pair!r}: LOW is above HIGH; give a range LOW,HIGH with LOW ≤ HIGH.")
-    return pair
-
-
 def _check(value: float, name: str, ok: bool, expected: str) -> None:
     if not (math.isfinite(value) and ok):
         raise InputError(f"{name}={value!r}: give {expected}.")
-
-
-def _show(pair: tuple[float, float]) -> str:
-    return f"{pair[0]:g}" if pair[0] == pair[1] else f"{pair[0]:g}-{pair[1]:g}"
 
 
 PRESETS: dict[str, SMLMSimulation] = {
