@@ -62,6 +62,9 @@ BLEND_MARGIN = 8
 _OVERLAPS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 _EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
 
+TileCallback = Callable[[int, int], None]
+"""``on_tile(tiles_done, tiles_total)``: progress of a prediction, see :meth:`Predictor.predict`."""
+
 
 # --------------------------------------------------------------------------- geometry
 
@@ -254,7 +257,9 @@ class Predictor:
         self.batch_size = batch_size
         self.progress = progress
 
-    def predict(self, image: Image | np.ndarray, axes: str | None = None) -> np.ndarray:
+    def predict(
+        self, image: Image | np.ndarray, axes: str | None = None, *, on_tile: TileCallback | None = None
+    ) -> np.ndarray:
         """Predict a whole image into memory.
 
         Parameters
@@ -264,6 +269,10 @@ class Predictor:
             channel) and ``Z`` axes before ``YX``.
         axes
             Axes of an array in canonical ``TCZYX`` order, e.g. ``"ZYX"`` (default ``"YX"``).
+        on_tile
+            Called after every batch of tiles as ``on_tile(tiles_done, tiles_total)``, in
+            the predicting thread: a GUI's progress bar. An exception raised in it
+            stops the prediction and propagates, which is how a caller cancels.
 
         Returns
         -------
@@ -277,11 +286,16 @@ class Predictor:
         >>> stack = np.random.default_rng(0).random((2, 8, 8))
         >>> Predictor(model, scale=3, overlap=2, progress=False).predict(stack, axes="ZYX").shape
         (2, 24, 24)
+        >>> seen = []
+        >>> _ = Predictor(model, scale=3, tile=4, overlap=2, progress=False).predict(
+        ...     stack[0], on_tile=lambda done, total: seen.append((done, total)))
+        >>> seen
+        [(1, 4), (2, 4), (3, 4), (4, 4)]
         """
         source = self._source(_as_image(image, axes))
         height, width = source.image.shape[-2:]
         out = np.empty((*source.lead_shape, height * self.scale, width * self.scale), np.float32)
-        for _, lead, row, rows in self._rows(source):
+        for _, lead, row, rows in self._rows(source, on_tile=on_tile):
             out[(*lead, slice(row, row + len(rows)))] = rows
         return out
 
@@ -293,6 +307,7 @@ class Predictor:
         overwrite: bool = False,
         resume: bool = False,
         inputs: Iterable[PathLike] = (),
+        on_tile: TileCallback | None = None,
     ) -> Path:
         """Predict an image of any size into a file, streaming band by band.
 
@@ -317,6 +332,9 @@ class Predictor:
         inputs
             Files the output must never replace (``image.path`` is always protected);
             an output equal to an input or inside one is refused.
+        on_tile
+            Progress and cancellation hook, as in :meth:`predict`; after an exception
+            from it, ``OUTPUT.partial`` is left for ``resume``.
 
         Returns
         -------
@@ -342,7 +360,7 @@ class Predictor:
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
         array, done = _open_partial(partial, job, (*image.shape[:-2], height, width), resume)
-        for plane, lead, row, rows in self._rows(source, done):
+        for plane, lead, row, rows in self._rows(source, done, on_tile):
             end = row + len(rows)
             array[(*lead, slice(row, end))] = rows
             # Resume granularity is a chunk row: a partly written chunk is rewritten whole.
@@ -384,12 +402,12 @@ class Predictor:
         return _Source(image, name, self.frames, frame_axis, normalizer)
 
     def _rows(
-        self, source: _Source, start: tuple[int, int] = (0, 0)
+        self, source: _Source, start: tuple[int, int] = (0, 0), on_tile: TileCallback | None = None
     ) -> Iterator[tuple[int, tuple[int, ...], int, np.ndarray]]:
         """Yield ``(plane number, lead index, first row, finished output rows)`` plane by plane.
 
         Starts at output row ``start[1]`` of plane number ``start[0]`` (for resuming);
-        rows are float32 ``(n, W * scale)`` in the input's units.
+        rows are float32 ``(n, W * scale)`` in the input's units. ``on_tile`` as in :meth:`predict`.
         """
         planes = list(np.ndindex(source.lead_shape))
         height, width = source.image.shape[-2:]
@@ -398,10 +416,15 @@ class Predictor:
         n_tiles = len(ys.starts) * len(xs.starts) * (len(planes) - first_plane)
         with Progress(disable=not self.progress) as bar:
             task = bar.add_task("Predicting tiles", total=n_tiles)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                if on_tile is not None:
+                    on_tile(int(bar.tasks[0].completed), n_tiles)
+
             for plane in range(first_plane, len(planes)):
                 skip = first_row if plane == first_plane else 0
-                for row, rows in self._plane_rows(source, planes[plane], ys, xs, skip,
-                                                  lambda n: bar.advance(task, n)):
+                for row, rows in self._plane_rows(source, planes[plane], ys, xs, skip, advance):
                     yield plane, planes[plane], row, rows
 
     def _plane_rows(
