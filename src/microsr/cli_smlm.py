@@ -1,9 +1,9 @@
-"""``microsr smlm``: simulate single-molecule localization microscopy stacks and score localizations.
+"""``microsr smlm``: simulate SMLM stacks, train reconstruction models, reconstruct stacks, score localizations.
 
-A thin shell over :mod:`microsr.simulate.smlm` and :mod:`microsr.localize`, mounted
-by :mod:`microsr.cli` as the ``smlm`` subcommand group. User errors are
-:class:`~microsr.errors.InputError`, which ``microsr``'s entry point prints as one line
-(exit code 2).
+A thin shell over :mod:`microsr.simulate.smlm`, :mod:`microsr.training`,
+:mod:`microsr.reconstruct` and :mod:`microsr.localize`, mounted by :mod:`microsr.cli`
+as the ``smlm`` subcommand group. User errors are :class:`~microsr.errors.InputError`,
+which ``microsr``'s entry point prints as one line (exit code 2).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from microsr.errors import InputError
 
 app = typer.Typer(
     name="smlm",
-    help="Single-molecule localization microscopy: simulate stacks with ground truth, score localizations.",
+    help="Single-molecule localization microscopy: simulate stacks with ground truth, train reconstruction "
+    "models on simulated frames, reconstruct stacks, score localizations.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -105,6 +106,116 @@ def simulate(
     out.print(
         f"wrote {output / STACK_NAME} ({' × '.join(map(str, stack.shape))} uint16, {config.pixel_size:g} nm "
         f"pixels) and {output / TRUTH_NAME} ({len(truth)} emitters, {len(truth) / frames:.1f} per frame)"
+    )
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="Run configuration (YAML) with data.simulation; options override it.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path("smlm_model"),
+    preset: Annotated[
+        str | None, typer.Option(help="Simulation preset: deepstorm-test (default), default or dsir.")
+    ] = None,
+    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Camera pixel size in nm.")] = None,
+    density: Annotated[float | None, typer.Option(help="Emitters ON per µm² in each frame.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="smlm_unet (default, fast), deepstorm, dsir or another registered model.")
+    ] = None,
+    scale: Annotated[int | None, typer.Option(help="Fine pixels per camera pixel: 2, 4 or 8 (default).")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="blurred_mse_l1 (Deep-STORM, default) or blurred_mse (DSIR).")
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 10).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Train for this many steps instead of a time budget.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Frames per step.")] = None,
+    frames_per_epoch: Annotated[int | None, typer.Option(help="Simulated training frames per epoch.")] = None,
+    val_frames: Annotated[int | None, typer.Option(help="Frames of the fixed validation set.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes simulating frames.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in OUTPUT.")] = False,
+) -> None:
+    """Train an SMLM reconstruction model on frames simulated on the fly (no dataset on disk).
+
+    Each step simulates new frames and their exact emitters (x8 targets by default);
+    every epoch scores localizations on a fixed simulated validation set and keeps
+    the checkpoint with the best Jaccard index, with its peak threshold, as
+    OUTPUT/best.safetensors.
+    """
+    from microsr.cli import _set_threads
+    from microsr.config import load_config
+    from microsr.training import train as run_training
+
+    run = load_config(config).model_dump(mode="json", exclude_unset=True) if config is not None else {}
+    data, schedule = run.setdefault("data", {}), run.setdefault("train", {})
+    simulation = data.setdefault("simulation", {})
+    if "hr" in data:
+        raise InputError(f"{config}: `microsr smlm train` simulates its frames; remove data.hr or use `microsr train`.")
+    changes = {"preset": preset, "pixel_size": pixel_size, "density": density, "val_frames": val_frames}
+    simulation.update({k: v for k, v in changes.items() if v is not None})
+    data.update({k: v for k, v in {"batch_size": batch_size, "samples_per_epoch": frames_per_epoch,
+                                   "num_workers": workers}.items() if v is not None})
+    budget = {"minutes": minutes, "steps": steps}
+    if any(v is not None for v in budget.values()):
+        schedule = run["train"] = {k: v for k, v in schedule.items() if k not in ("minutes", "steps", "epochs")}
+    schedule.update({k: v for k, v in {**budget, "seed": seed, "device": device, "precision": precision}.items()
+                     if v is not None})
+    run.update({k: v for k, v in {"scale": scale, "loss": loss}.items() if v is not None})
+    if model is not None:
+        run["model"] = {"name": model, "kwargs": {}}
+    _set_threads(threads)
+    record = run_training(run, output, resume=resume)
+    out.print(
+        f"[bold]{output}[/bold] (last epoch): validation Jaccard {_percent(record['val_jaccard_100'])} at 100 nm, "
+        f"{_percent(record['val_jaccard_250'])} at 250 nm, lateral RMSE {record['val_rmse']:.1f} nm at peak "
+        f"threshold {record['threshold']:g}, after {record['epoch']} epochs, {record['step']} steps."
+    )
+
+
+@app.command()
+def reconstruct(
+    stack: Annotated[Path, typer.Argument(help="Stack of frames (3-D TIFF, ...) or a folder of single-frame TIFFs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to create.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder or .safetensors from `microsr smlm train`; default: shipped.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Minimum peak, emitters per fine pixel; default: the model's calibrated one.")
+    ] = None,
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", help="Camera pixel size in nm, overriding the file's.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Reconstruct even if the pixel size differs from the model's.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for PyTorch.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Reconstruct an SMLM STACK into OUTPUT/reconstruction.tif and OUTPUT/localizations.csv.
+
+    Each frame goes through the model; the image is the sum of the per-frame outputs
+    (float32, emitters per fine pixel, pixel size in its metadata), and the localizations
+    are the outputs' local maxima above the threshold, refined by weighted centroid
+    (ThunderSTORM CSV; intensity = the output summed around the peak, ~1 per emitter).
+    """
+    from microsr.cli import _set_threads
+    from microsr.reconstruct import IMAGE_NAME, LOCALIZATIONS_NAME, reconstruct_file
+    from microsr.training import pick_device
+
+    _set_threads(threads)
+    result = reconstruct_file(
+        stack, output, model, overwrite=overwrite, pixel_size=pixel_size, threshold=threshold, force=force,
+        batch_size=batch_size, device=pick_device(device), precision=precision,
+    )
+    out.print(
+        f"wrote {output / IMAGE_NAME} ({' × '.join(map(str, result.image.shape))}, {result.pixel_size:g} nm pixels) "
+        f"and {output / LOCALIZATIONS_NAME} ({len(result.localizations)} localizations in {result.frames} frames, "
+        f"threshold {result.threshold:g}) in {result.seconds:.1f} s"
     )
 
 

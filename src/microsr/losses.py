@@ -1,7 +1,9 @@
-"""Training losses: L1, L2 and MS-SSIM + L1 (the default), by name.
+"""Training losses: L1, L2, MS-SSIM + L1 (the default) and the SMLM losses, by name.
 
 Every loss is an ``nn.Module`` called as ``loss(prediction, target)`` on ``(N, 1, H, W)``
 tensors in normalised intensity (0 = dark level, 1 = bright level), returning a scalar.
+The SMLM losses (``blurred_mse_l1``, ``blurred_mse``) instead compare maps of emitters
+per fine pixel (see :class:`BlurredMSELoss`).
 
 MS-SSIM on small tiles
 ----------------------
@@ -46,13 +48,17 @@ negative and counts as 0, leaving the L1 term to pull it back.)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from microsr.errors import InputError
 
-__all__ = ["LOSSES", "MSSSIML1Loss", "get_loss", "ms_ssim", "msssim_scales"]
+__all__ = ["LOSSES", "BlurredMSELoss", "MSSSIML1Loss", "get_loss", "ms_ssim", "msssim_scales"]
 
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _K1, _K2 = 0.01, 0.03
@@ -173,16 +179,97 @@ class MSSSIML1Loss(nn.Module):
         return self.alpha * structural + (1 - self.alpha) * F.l1_loss(prediction, target)
 
 
-LOSSES: dict[str, type[nn.Module]] = {
+def _blur_same(x: Tensor, kernel: list[float]) -> Tensor:
+    """``x`` filtered along both image axes by the odd 1-D ``kernel``, zero-padded to keep its size.
+
+    Sums of shifted copies: on large single-channel images this is several times
+    faster than ``conv2d`` on a CPU, forwards and backwards.
+    """
+    radius = len(kernel) // 2
+    h, w = x.shape[-2:]
+    x = F.pad(x, (radius, radius, radius, radius))
+    x = sum(tap * x[..., i : i + h, :] for i, tap in enumerate(kernel))
+    return sum(tap * x[..., i : i + w] for i, tap in enumerate(kernel))
+
+
+class BlurredMSELoss(nn.Module):
+    """Deep-STORM's loss: MSE of prediction and target both blurred by a Gaussian, plus L1 sparsity.
+
+    ``mean((g * (s p) - g * (s t))**2) + sparsity * (mean(|s p|) - mean(|s t|))`` for a
+    prediction ``p`` and target ``t`` in emitters per fine pixel (an emitter adds 1,
+    e.g. :func:`microsr.simulate.smlm.render_targets`), a normalised Gaussian kernel
+    ``g`` and a scale ``s``. The blur makes a prediction a fine pixel or two off cost
+    little instead of counting as a miss plus a false positive; the L1 term pushes the
+    background to exactly zero, so emitters stand out as isolated spots. Its
+    ``mean(|s t|)`` is Deep-STORM's L1 term of a perfect prediction: subtracting this
+    constant changes no gradient and makes the loss 0 when ``p == t``, as every loss
+    here is (it is negative only for a prediction with less mass than the target and
+    almost no blurred error).
+
+    Deep-STORM (Nehme et al., Optica 5, 458, 2018) uses ``sigma = 1`` fine pixel
+    (a 7 x 7 kernel) and spikes of height ``s = 100``, the defaults here, with
+    ``sparsity = 1``. The default here is 0.1: with 1, a network trained from
+    scratch on x8 targets never leaves the all-zero output, because each of its
+    ``scale**2`` sub-pixel outputs is pushed down by L1 everywhere but pulled up only
+    at the few pixels holding an emitter at that sub-pixel (measured: fitting 8
+    frames of the ``deepstorm-test`` preset, the loss stays flat for 300 steps at
+    sparsity 1; at 0.1 and 0.02 their Jaccard index reaches 0.76 and 0.83).
+    DSIR's loss is the blurred MSE alone (``sparsity = 0``; ``"blurred_mse"`` in
+    :data:`LOSSES`).
+
+    Parameters
+    ----------
+    sigma : float
+        Gaussian standard deviation in fine pixels; the kernel spans ±3 sigma.
+    sparsity : float
+        Weight of the L1 term.
+    scale : float
+        Height of a unit emitter in the loss; it sets the balance of the quadratic
+        blurred-MSE term against the linear L1 term (``(s p)**2`` against ``s |p|``).
+
+    Examples
+    --------
+    >>> target = torch.zeros(1, 1, 16, 16)
+    >>> target[0, 0, 8, 8] = 1.0
+    >>> loss = BlurredMSELoss()
+    >>> loss(target, target).item()
+    0.0
+    >>> shifted = torch.roll(target, 1, dims=-1)
+    >>> bool(loss(shifted, target) < loss(torch.roll(target, 4, dims=-1), target))
+    True
+    """
+
+    def __init__(self, sigma: float = 1.0, sparsity: float = 0.1, scale: float = 100.0) -> None:
+        super().__init__()
+        for name, value, ok in (("sigma", sigma, sigma > 0), ("sparsity", sparsity, sparsity >= 0),
+                                ("scale", scale, scale > 0)):
+            if not (math.isfinite(value) and ok):
+                raise InputError(f"{name}={value!r}: give a finite number {'≥' if name == 'sparsity' else '>'} 0.")
+        self.sigma, self.sparsity, self.scale = sigma, sparsity, scale
+        taps = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1)]
+        self.kernel = [tap / sum(taps) for tap in taps]
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        prediction, target = self.scale * prediction, self.scale * target
+        loss = _blur_same(prediction - target, self.kernel).square().mean()
+        if self.sparsity:
+            loss = loss + self.sparsity * (prediction.abs().mean() - target.abs().mean())
+        return loss
+
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {
     "l1": nn.L1Loss,
     "l2": nn.MSELoss,
     "msssim_l1": MSSSIML1Loss,
+    "blurred_mse_l1": BlurredMSELoss,
+    "blurred_mse": partial(BlurredMSELoss, sparsity=0.0),
 }
-"""Loss classes by name; ``"msssim_l1"`` is the default for super-resolution."""
+"""Loss builders by name; ``"msssim_l1"`` is the default for super-resolution, ``"blurred_mse_l1"`` for SMLM."""
 
 
 def get_loss(name: str) -> nn.Module:
-    """Build the loss called ``name``: ``"l1"``, ``"l2"`` (mean squared error) or ``"msssim_l1"``.
+    """Build the loss called ``name``: ``"l1"``, ``"l2"`` (mean squared error), ``"msssim_l1"``,
+    ``"blurred_mse_l1"`` (Deep-STORM) or ``"blurred_mse"`` (DSIR).
 
     Raises
     ------

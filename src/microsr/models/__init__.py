@@ -26,7 +26,7 @@ Examples
 torch.Size([1, 1, 148, 212])
 """
 
-from microsr.models import resunet, unet  # noqa: F401  (registers the built-in models)
+from microsr.models import resunet, smlm, unet  # noqa: F401  (registers the built-in models)
 from microsr.models.analysis import ModelCost, model_cost, receptive_field
 from microsr.models.registry import create_model, list_models, register_model
 
