@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from microsr import __version__, cli_smlm
+from microsr import __version__, cli_sim, cli_smlm
 from microsr.errors import InputError
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 
 app.add_typer(cli_smlm.app, name="smlm")
+app.add_typer(cli_sim.sim_app, name="sim")
+app.add_typer(cli_sim.srrf_app, name="srrf")
 
 # Resolved at print time so output follows sys.stdout/sys.stderr even when they are swapped (tests, notebooks).
 out = Console(highlight=False)

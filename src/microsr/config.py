@@ -1,18 +1,22 @@
 """One validated configuration per training run (pydantic).
 
 A :class:`RunConfig` says everything about a run: which images, how they are
-degraded, the model, the loss and the schedule. It is stored inside every
-checkpoint, so a model always knows how it was made.
+degraded (or which acquisition is simulated), the model, the loss and the
+schedule. It is stored inside every checkpoint, so a model always knows how it was made.
 
 Examples
 --------
 >>> cfg = RunConfig.model_validate({"data": {"hr": ["cells.tif"]}, "scale": 4, "train": {"minutes": 10}})
 >>> cfg.model.name, cfg.loss, cfg.train.minutes
 ('resunet', 'msssim_l1', 10.0)
+>>> smlm = RunConfig.model_validate({"data": {"simulation": {"preset": "deepstorm-test", "density": 3.0}}})
+>>> smlm.scale, smlm.model.name, smlm.loss, smlm.data.simulation.settings().density
+(8, 'smlm_unet', 'blurred_mse_l1', 3.0)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -21,18 +25,57 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microsr.errors import InputError
+from microsr.simulate.smlm import SMLMSimulation, preset
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SimulationConfig", "TrainConfig", "load_config"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
-    """Where the training images are and how tiles are cut from them."""
+class SimulationConfig(BaseModel):
+    """SMLM frames simulated on the fly: a preset of :data:`microsr.simulate.smlm.PRESETS`, then overrides.
 
-    hr: list[Path] = Field(min_length=1, description="High-resolution images: files or folders of files.")
+    Any other key is a setting of :class:`~microsr.simulate.smlm.SMLMSimulation`
+    (``density``, ``photons``, ``size``, ...) replacing the preset's.
+
+    Examples
+    --------
+    >>> SimulationConfig(preset="dsir", density=4.0).settings().size
+    (26, 26)
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    preset: str = Field("deepstorm-test", description="Starting settings (microsr.simulate.smlm.PRESETS).")
+    val_frames: int = Field(64, ge=1, description="Frames of the fixed validation set (seeded by train.seed).")
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> SimulationConfig:
+        self.settings()
+        return self
+
+    def settings(self) -> SMLMSimulation:
+        """The simulation settings: the preset with the overrides applied (validated)."""
+        known = {field.name for field in dataclasses.fields(SMLMSimulation)}
+        unknown = sorted(set(self.model_extra or {}) - known)
+        if unknown:
+            raise InputError(
+                f"unknown simulation setting {', '.join(unknown)}; use preset, val_frames or one of {', '.join(known)}."
+            )
+        return preset(self.preset).replace(**(self.model_extra or {}))
+
+
+class DataConfig(_Strict):
+    """Where the training images are (or what is simulated) and how tiles are cut from them."""
+
+    hr: list[Path] | None = Field(
+        None, min_length=1, description="High-resolution images: files or folders of files."
+    )
+    simulation: SimulationConfig | None = Field(
+        None, description="Instead of `hr`: SMLM frames simulated on the fly; their size sets the tile."
+    )
     lr: list[Path] | None = Field(
         None, description="Real low-resolution counterparts of `hr`, matched by name; None: degrade `hr`."
     )
@@ -40,11 +83,35 @@ class DataConfig(_Strict):
     axes: str | None = Field(None, description="Axes of the files as stored, overriding their metadata.")
     tile: int = Field(128, ge=8, description="HR tile side in pixels; a multiple of the scale.")
     frames: int = Field(1, ge=1, description="Adjacent frames fed as input channels (odd).")
-    frame_axis: Literal["T", "Z"] = "T"
+    frame_axis: Literal["T", "Z", "C"] = "T"
+    channels: list[int] | None = Field(
+        None, min_length=1,
+        description="Frames as channels: these frames of each `lr` acquisition along frame_axis (e.g. SIM raw frames "
+        "along C, angle-major; [0, 5, 10] = first phase of 3 angles x 5 phases) are the input, one `hr` target per "
+        "acquisition; `frames` becomes their number.",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(8, ge=1)
-    samples_per_epoch: int = Field(512, ge=1, description="Training tiles drawn per epoch.")
+    samples_per_epoch: int = Field(512, ge=1, description="Training tiles (or simulated frames) drawn per epoch.")
     num_workers: int = Field(2, ge=0, description="DataLoader processes degrading tiles off the main process.")
+
+    @model_validator(mode="after")
+    def _channels_are_the_frames(self) -> DataConfig:
+        if self.channels is not None:
+            if self.lr is None:
+                raise ValueError("channels need real pairs: lr (the multi-frame acquisitions) and hr (their targets)")
+            if "frames" in self.model_fields_set and self.frames != len(self.channels):
+                raise ValueError(f"frames {self.frames} differs from the {len(self.channels)} channels; leave it out")
+            object.__setattr__(self, "frames", len(self.channels))
+        return self
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.hr is None) == (self.simulation is None):
+            raise ValueError("give either hr (training images) or simulation (simulated SMLM frames), not both")
+        if self.lr is not None and self.hr is None:
+            raise ValueError("lr needs hr: real low-resolution images pair with high-resolution ones")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -52,6 +119,10 @@ class ModelConfig(_Strict):
 
     name: str = "resunet"
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    init: Path | None = Field(
+        None, description="Start from this trained model's weights (folder or .safetensors): fine-tuning, e.g. of a "
+        "model trained on simulation on real pairs. Its architecture must match name and kwargs."
+    )
 
 
 class TrainConfig(_Strict):
@@ -84,10 +155,14 @@ class TrainConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    """Everything about one training run."""
+    """Everything about one training run.
+
+    With ``data.simulation`` the defaults of ``scale``, ``model`` and ``loss`` are those
+    of SMLM reconstruction (8, ``smlm_unet``, ``blurred_mse_l1``) unless given.
+    """
 
     data: DataConfig
-    scale: int = Field(4, description="Upsampling factor: 1 (restoration), 2, 4 or 8.")
+    scale: int = Field(4, description="Upsampling factor: 1 (restoration), 2, 4 or 8 (8 for SMLM).")
     degradation: str | dict[str, Any] = Field(
         "poisson", description="Preset name, path of a degradation YAML file, or the pipeline as a dict."
     )
@@ -97,10 +172,19 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
+    def _smlm_defaults(self) -> RunConfig:
+        if self.data.simulation is not None:
+            defaults = {"scale": 8, "model": ModelConfig(name="smlm_unet"), "loss": "blurred_mse_l1"}
+            for name, value in defaults.items():
+                if name not in self.model_fields_set:
+                    object.__setattr__(self, name, value)
+        return self
+
+    @model_validator(mode="after")
     def _geometry(self) -> RunConfig:
         if self.scale not in (1, 2, 4, 8):
             raise ValueError(f"scale {self.scale}: use 1, 2, 4 or 8")
-        if self.data.frames % 2 == 0:
+        if self.data.channels is None and self.data.frames % 2 == 0:
             raise ValueError(f"data.frames {self.data.frames}: use an odd number (1, 3, 5, ...) for a centre frame")
         return self
 

@@ -2,6 +2,9 @@
 
 Every dataset yields ``(input, target)`` float32 tensors shaped ``(k, h, w)`` and
 ``(1, h * s, w * s)``: ``k`` adjacent frames in, the centre frame out, ``s`` the scale.
+Multi-frame acquisitions whose frames together make one target (SIM raw frames, a
+few frames of a fluctuation stack for SRRF) use :class:`PairedImages` with
+``channels``: the chosen frames of one acquisition are the ``k`` input channels.
 
 Images are split by *position*, never by frame: the validation region of each image is
 a band at the end of its longer YX axis (:func:`split_regions`) and every frame shares
@@ -422,7 +425,7 @@ class _Stack:
         cls, image: Image, frames: int, frame_axis: str, normalizer: PercentileNormalizer
     ) -> _Stack:
         name = _name(image)
-        if "C" in image.axes and image.shape[image.axes.index("C")] > 1:
+        if frame_axis != "C" and "C" in image.axes and image.shape[image.axes.index("C")] > 1:
             n = image.shape[image.axes.index("C")]
             raise InputError(
                 f"{name}: has {n} channels (axes {image.axes}, shape {image.shape}) but one "
@@ -431,7 +434,7 @@ class _Stack:
         if frames > 1 and frame_axis not in image.axes[:-2]:
             raise InputError(
                 f"{name}: frames={frames} needs a {frame_axis} axis but the image has axes "
-                f"{image.axes}. Use frames=1, or frame_axis='T' or 'Z' to match the image."
+                f"{image.axes}. Use frames=1, or frame_axis='T', 'Z' or 'C' to match the image."
             )
         axis = image.axes.index(frame_axis) if frame_axis in image.axes[:-2] else None
         if not normalizer.fitted:
@@ -490,8 +493,8 @@ class _TiledPairs(Dataset):
     ) -> None:
         if frames < 1 or frames % 2 == 0:
             raise InputError(f"frames={frames}: must be an odd number >= 1 (e.g. 1, 3 or 5).")
-        if frame_axis not in ("T", "Z"):
-            raise InputError(f"frame_axis={frame_axis!r}: use 'T' or 'Z'.")
+        if frame_axis not in ("T", "Z", "C"):
+            raise InputError(f"frame_axis={frame_axis!r}: use 'T', 'Z' or 'C'.")
         if split not in _SPLIT_CODE:
             raise InputError(f"split={split!r}: use 'train' or 'val'.")
         targets = _as_list(targets, "images")
@@ -627,7 +630,7 @@ class DegradedPairs(_TiledPairs):
         HR tile size; a multiple of the scale.
     frames : int
         Odd number of adjacent frames along ``frame_axis`` used as input channels.
-    frame_axis : {"T", "Z"}
+    frame_axis : {"T", "Z", "C"}
         Axis the frame window runs along. Other leading axes (and, with ``frames=1``,
         this one) are sampled at random positions.
     split : {"train", "val"}
@@ -714,6 +717,13 @@ class PairedImages(_TiledPairs):
     frames, frame_axis, split, val_fraction, samples_per_epoch, augment, seed, normalizer
         As in :class:`DegradedPairs`; input frames come from the LR image, the target
         is the centre frame of the HR image. The split is computed on the HR image.
+    channels : sequence of int, optional
+        Frames as channels: instead of a window of ``frames`` adjacent frames, the
+        LR frames with these indices along ``frame_axis`` (e.g. SIM raw frames along
+        C, angle-major: ``[0, 5, 10]`` is the first phase of each of 3 angles with 5
+        phases) are the input channels, and the HR image has no such axis: one target
+        per acquisition. Other leading axes (e.g. time points) must match. ``frames``
+        must then be 1 or the number of channels.
 
     Examples
     --------
@@ -723,6 +733,10 @@ class PairedImages(_TiledPairs):
     >>> inp, target = PairedImages([lr], [hr], scale=2, tile=64)[0]
     >>> tuple(inp.shape), tuple(target.shape)
     ((1, 32, 32), (1, 64, 64))
+    >>> raw = Image(data=da.random.random((9, 128, 128)), axes="CYX", pixel_size=None)  # 3 angles x 3 phases
+    >>> inp, target = PairedImages([raw], [hr], scale=2, tile=64, frame_axis="C", channels=[0, 3, 6])[0]
+    >>> tuple(inp.shape), tuple(target.shape)
+    ((3, 32, 32), (1, 64, 64))
     """
 
     def __init__(
@@ -739,6 +753,7 @@ class PairedImages(_TiledPairs):
         augment: bool = True,
         seed: int = 0,
         normalizer: PercentileNormalizer | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
         lrs, hrs = _as_list(lr_images, "lr_images"), _as_list(hr_images, "hr_images")
         if len(lrs) != len(hrs):
@@ -746,37 +761,70 @@ class PairedImages(_TiledPairs):
                 f"{len(lrs)} LR images but {len(hrs)} HR images; pairs are matched by "
                 "order, so give the same number of each."
             )
+        self.channels = None if channels is None else _check_channels(channels, frames)
+        drop = None if channels is None else frame_axis
         super().__init__(
-            hrs, scale=scale, grid=scale, tile=tile, frames=frames, frame_axis=frame_axis,
+            hrs, scale=scale, grid=scale, tile=tile, frames=frames if channels is None else 1, frame_axis=frame_axis,
             split=split, val_fraction=val_fraction, samples_per_epoch=samples_per_epoch,
             augment=augment, seed=seed, normalizer=normalizer,
-            shapes=[_paired_shape(lr, hr, scale) for lr, hr in zip(lrs, hrs)],
+            shapes=[_paired_shape(lr, hr, scale, drop) for lr, hr in zip(lrs, hrs)],
         )
-        self._lr_stacks = [self._prepare(lr) for lr in lrs]
+        if self.channels is None:
+            self._lr_stacks = [self._prepare(lr) for lr in lrs]
+        else:
+            self._lr_stacks = [self._prepare_channels(lr) for lr in lrs]
+
+    def _prepare_channels(self, image: Image) -> _Stack:
+        stack = _Stack.prepare(image, len(self.channels), self._frame_axis, self._normalizer)
+        if max(self.channels) >= stack.n_frames:
+            raise InputError(
+                f"{_name(image)}: channels {list(self.channels)} need {max(self.channels) + 1} frames along "
+                f"{self._frame_axis} but the image (axes {image.axes}, shape {image.shape}) has {stack.n_frames}. "
+                "Check the channels and frame_axis."
+            )
+        return stack
 
     def _pair(
         self, sample: TileSample, noise_rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         s, (th, tw) = self.scale, self.tile
         lr = self._lr_stacks[sample.image].read(
-            sample.lead, sample.frames, sample.y // s, sample.x // s, th // s, tw // s
+            sample.lead, self.channels or sample.frames, sample.y // s, sample.x // s, th // s, tw // s
         )
         centre = sample.frames[len(sample.frames) // 2]
         hr = self._stacks[sample.image].read(sample.lead, [centre], sample.y, sample.x, th, tw)
         return lr, hr
 
 
-def _paired_shape(lr: Image, hr: Image, scale: int) -> tuple[int, int]:
-    """HR YX shape used for tiling (LR shape x scale), or InputError on a mismatch."""
+def _paired_shape(lr: Image, hr: Image, scale: int, channel_axis: str | None = None) -> tuple[int, int]:
+    """HR YX shape used for tiling (LR shape x scale), or InputError on a mismatch.
+
+    With ``channel_axis`` (frames as channels), the LR image's axis of that name has no
+    HR counterpart and is left out of the comparison of leading axes.
+    """
     expected = (lr.shape[-2] * scale, lr.shape[-1] * scale)
     excess = (hr.shape[-2] - expected[0], hr.shape[-1] - expected[1])
-    if lr.shape[:-2] != hr.shape[:-2] or not all(0 <= d < scale for d in excess):
+    lead = [n for a, n in zip(lr.axes[:-2], lr.shape[:-2]) if a != channel_axis]
+    if tuple(lead) != hr.shape[:-2] or not all(0 <= d < scale for d in excess):
+        frames = f" besides the frames along {channel_axis}" if channel_axis else ""
         raise InputError(
-            f"LR {_name(lr)} (shape {lr.shape}) and HR {_name(hr)} (shape {hr.shape}) do not "
-            f"match at scale {scale}: HR YX should be {expected[0]}x{expected[1]} and the "
-            "leading axes equal. Check the pairing order and the scale."
+            f"LR {_name(lr)} (axes {lr.axes}, shape {lr.shape}) and HR {_name(hr)} (axes {hr.axes}, shape "
+            f"{hr.shape}) do not match at scale {scale}: HR YX should be {expected[0]}x{expected[1]} and the "
+            f"leading axes{frames} equal. Check the pairing order and the scale."
         )
     return expected
+
+
+def _check_channels(channels: Sequence[int], frames: int) -> tuple[int, ...]:
+    """Channel indices as a tuple, or InputError if they are empty, negative, repeated or contradict ``frames``."""
+    chosen = tuple(int(c) for c in channels)
+    if not chosen or min(chosen) < 0 or len(set(chosen)) != len(chosen):
+        raise InputError(f"channels={list(channels)}: give distinct frame indices >= 0, e.g. [0, 5, 10].")
+    if frames not in (1, len(chosen)):
+        raise InputError(
+            f"frames={frames} with channels={list(chosen)}: the channels are the input frames; use frames=1."
+        )
+    return chosen
 
 
 class CallablePairs(Dataset):

@@ -1,0 +1,133 @@
+"""Multi-frame SIM training: frames as channels (data.PairedImages), config, train, fine-tune, apply."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import microsr
+from microsr.cli import main
+from microsr.config import load_config
+from microsr.data import PairedImages, PercentileNormalizer
+from microsr.errors import InputError
+from microsr.io import Image, read_image
+from microsr.restorer import load_model
+from microsr.sim_reconstruct import predict_sim
+from microsr.simulate.sim import SIMSimulation, simulate_field
+
+IDENTITY = PercentileNormalizer(0, 100, lo=0.0, hi=1.0)  # keeps raw values, so samples can be traced
+
+
+def _labelled_pair(times=2, frames=9):
+    """LR frames worth ``100 t + c`` (time t, frame c) and HR targets worth ``t``."""
+    values = 100.0 * np.arange(times)[:, None] + np.arange(frames)[None, :]
+    lr = Image(np.broadcast_to(values[:, :, None, None], (times, frames, 32, 32)).copy(), "TCYX", None)
+    hr = Image(np.broadcast_to(np.arange(times, dtype=float)[:, None, None], (times, 64, 64)).copy(), "TYX", None)
+    return lr, hr
+
+
+def test_frames_as_channels_pair_each_acquisition_with_its_target():
+    lr, hr = _labelled_pair()
+    data = PairedImages(lr, hr, scale=2, tile=32, frame_axis="C", channels=[0, 3, 6], val_fraction=0.25,
+                        normalizer=IDENTITY, samples_per_epoch=20)
+    times = set()
+    for i in range(len(data)):
+        inputs, target = data[i]
+        assert tuple(inputs.shape) == (3, 16, 16) and tuple(target.shape) == (1, 32, 32)
+        t = float(target[0, 0, 0])
+        times.add(t)
+        assert inputs[:, 0, 0].tolist() == [100 * t, 100 * t + 3, 100 * t + 6]
+    assert times == {0.0, 1.0}
+
+
+def test_frames_as_channels_errors():
+    lr, hr = _labelled_pair()
+    with pytest.raises(InputError, match="need 10 frames along C but .* has 9"):
+        PairedImages(lr, hr, scale=2, tile=32, frame_axis="C", channels=[0, 9])
+    with pytest.raises(InputError, match="leading axes besides the frames along C equal"):
+        PairedImages(lr, hr.replace(data=hr.data[0], axes="YX"), scale=2, tile=32, frame_axis="C", channels=[0])
+    with pytest.raises(InputError, match="distinct frame indices"):
+        PairedImages(lr, hr, scale=2, tile=32, frame_axis="C", channels=[1, 1])
+    with pytest.raises(InputError, match="the channels are the input frames"):
+        PairedImages(lr, hr, scale=2, tile=32, frame_axis="C", channels=[0, 1], frames=3)
+
+
+def test_config_channels_set_the_input_frames():
+    data = {"lr": ["raw"], "hr": ["target"], "frame_axis": "C", "channels": [0, 5]}
+    config = load_config({"data": data, "scale": 2})
+    assert config.data.frames == 2  # an even number of frames is fine as channels
+    assert load_config(config.model_dump(mode="json")).data.channels == [0, 5]  # as stored in checkpoints
+    with pytest.raises(InputError, match="frames 3 differs from the 2 channels"):
+        load_config({"data": {**data, "frames": 3}})
+    with pytest.raises(InputError, match="channels need real pairs"):
+        load_config({"data": {"hr": ["target"], "channels": [0]}})
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """Eight simulated 3 x 3 fields written by `microsr sim simulate`, and a held-out field."""
+    folder = tmp_path_factory.mktemp("sim") / "fields"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sim", "simulate", "-o", str(folder), "--fields", "8", "--size", "64", "--seed", "1"])
+    assert exit_info.value.code == 0
+    return folder, simulate_field(SIMSimulation(size=64), seed=123)
+
+
+def _run(folder, channels, **train):
+    return {
+        "data": {"lr": [str(folder / "raw")], "hr": [str(folder / "target")], "frame_axis": "C",
+                 "channels": channels, "tile": 64, "batch_size": 4, "samples_per_epoch": 32, "num_workers": 0},
+        "scale": 2, "model": {"name": "resunet_small"}, "train": {"lr": 2e-3, **train},
+    }
+
+
+@pytest.fixture(scope="module")
+def three_frame_model(simulated, tmp_path_factory):
+    folder, _ = simulated
+    output = tmp_path_factory.mktemp("run") / "sim3"
+    microsr.train(_run(folder, [0, 3, 6], steps=48), output, progress=False)
+    return output
+
+
+def test_three_frame_model_trains_and_applies(simulated, three_frame_model):
+    # Whether it beats wide-field on real data after a longer run is tests/test_sim_realdata.py's question.
+    history = json.loads((three_frame_model / "history.json").read_text())
+    assert history[-1]["val_psnr"] > history[0]["val_psnr"] + 1
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    _, field = simulated
+    restorer = load_model(three_frame_model)
+    assert restorer.info["frames"] == 3 and restorer.info["run"]["data"]["channels"] == [0, 3, 6]
+    prediction = predict_sim(restorer, field.raw)
+    assert prediction.shape == (128, 128) and prediction.dtype == np.float32
+    # Output in the input's units: the bright structure about as bright as in the frames' mean.
+    bright = np.percentile(field.raw.astype(float).mean(axis=0), 99.9)
+    assert 0.5 * bright < np.percentile(prediction, 99.9) < 2 * bright
+    with pytest.raises(InputError, match="reads frames \\[0, 3, 6\\]"):
+        predict_sim(restorer, field.raw[:4])
+
+
+def test_fine_tuning_starts_from_the_given_model(simulated, three_frame_model, tmp_path):
+    folder, _ = simulated
+    run = _run(folder, [0, 3, 6], steps=1, lr=1e-12)
+    run["model"]["init"] = str(three_frame_model)
+    microsr.train(run, tmp_path / "tuned", progress=False)
+    start, tuned = load_model(three_frame_model).module.state_dict(), load_model(tmp_path / "tuned").module.state_dict()
+    assert all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in start)
+    mismatched = _run(folder, [0, 1, 2, 3, 4], steps=1)
+    mismatched["model"]["init"] = str(three_frame_model)
+    with pytest.raises(InputError, match="do not fit the model"):
+        microsr.train(mismatched, tmp_path / "other", progress=False)
+
+
+def test_cli_sim_predict(simulated, three_frame_model, tmp_path, capsys):
+    folder, _ = simulated
+    output = tmp_path / "predicted.tif"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sim", "predict", str(three_frame_model), str(folder / "raw" / "0002.tif"), "-o", str(output),
+              "--device", "cpu"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    image = read_image(output)
+    assert (image.shape, image.pixel_size) == ((128, 128), 30.0)
+    direct = predict_sim(three_frame_model, np.asarray(read_image(folder / "raw" / "0002.tif").data))
+    assert np.allclose(np.asarray(image.data), direct, atol=1e-3 * np.abs(direct).max())
