@@ -271,7 +271,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `microsr train`, or its .safetensors file.")],
     image: Annotated[Path, typer.Argument(help="Input image (TIFF, OME-Zarr, ...), any size.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif.")],
-    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 256,
+    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 512,
     batch_size: Annotated[
         int, typer.Option(help="Tiles per forward pass; on a CPU 1 is as fast and needs least memory.")
     ] = 1,
@@ -321,7 +321,7 @@ def bench(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     precision: PrecisionOption = "auto",
     threads: ThreadsOption = None,
-    size: Annotated[int, typer.Option(min=16, help="Side of the LR image predicted, in pixels.")] = 512,
+    size: Annotated[int, typer.Option(min=16, help="Side of the LR image predicted, in pixels.")] = 1024,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the results to this JSON file (replaced if it exists).")
     ] = None,
@@ -339,8 +339,7 @@ def bench(
 
     _set_threads(threads)
     with err.status("Benchmarking (about a minute)…"):
-        result = run_bench(model, scale=scale, device=pick_device(device), precision=precision, size=size,
-                           tile=min(size, 256))
+        result = run_bench(model, scale=scale, device=pick_device(device), precision=precision, size=size)
     table = Table(title=f"microsr bench: {model} x{scale} on {result.device}, {result.threads} threads")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -444,7 +443,7 @@ def benchmark_command(
     pixel_size: Annotated[
         float | None, typer.Option("--pixel-size", help="HR pixel size in nm; overrides the files' metadata.")
     ] = None,
-    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 256,
+    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 512,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists and is not empty.")] = False,
 ) -> None:

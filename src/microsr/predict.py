@@ -44,12 +44,13 @@ from skimage.transform import resize
 from torch import nn
 
 from microsr.data import PercentileNormalizer, frame_window
+from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
 from microsr.models import receptive_field
 from microsr.precision import autocast, resolve_precision
 
-__all__ = ["BLEND_MARGIN", "Predictor", "check_pixel_size", "overlap_for", "rescale_image"]
+__all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "overlap_for", "rescale_image"]
 
 PathLike = str | os.PathLike[str]
 
@@ -58,6 +59,9 @@ _PARTIAL_CHUNK = 512  # YX chunk side of the partial output, also the resume gra
 _PROGRESS_FILE = "progress.json"
 BLEND_MARGIN = 8
 """LR pixels each side of a tile's core over which neighbouring tiles are cross-faded."""
+DEFAULT_TILE = 512
+"""LR tile core side: per output pixel, 512 is 1.5x faster than 256 for the default model
+on CPU (less overlap per core) and 1024 is slower again (cache misses), see benchmarks/README.md."""
 
 _OVERLAPS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 _EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
@@ -229,7 +233,7 @@ class Predictor:
         frames: int = 1,
         frame_axis: str = "T",
         normalizer: PercentileNormalizer | None = None,
-        tile: int = 256,
+        tile: int = DEFAULT_TILE,
         overlap: int | None = None,
         batch_size: int = 1,
         device: str | torch.device = "cpu",
@@ -414,7 +418,7 @@ class Predictor:
         ys, xs = (_Axis(n, min(self.tile, n), self.overlap, self.scale) for n in (height, width))
         first_plane, first_row = start
         n_tiles = len(ys.starts) * len(xs.starts) * (len(planes) - first_plane)
-        with Progress(disable=not self.progress) as bar:
+        with Progress(disable=not self.progress) as bar, reuse_freed_memory():
             task = bar.add_task("Predicting tiles", total=n_tiles)
 
             def advance(n: int) -> None:

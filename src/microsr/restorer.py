@@ -24,7 +24,7 @@ from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
 from microsr.metrics import ErrorMap
 from microsr.models import create_model
-from microsr.predict import Predictor, check_pixel_size, overlap_for, rescale_image
+from microsr.predict import DEFAULT_TILE, Predictor, check_pixel_size, overlap_for, rescale_image
 
 __all__ = ["Restorer", "load_model"]
 
@@ -62,7 +62,7 @@ class Restorer:
         """Pixel size (nm) of the inputs it was trained for, if known."""
         return self.info.get("input_pixel_size")
 
-    def predictor(self, *, device: str | torch.device = "cpu", tile: int = 256, batch_size: int = 1,
+    def predictor(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int = 1,
                   precision: str = "auto", progress: bool = False) -> Predictor:
         """A :class:`~microsr.predict.Predictor` applying this model as it was trained."""
         radius = self.info.get("receptive_field")

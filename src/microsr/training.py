@@ -34,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from microsr.allocator import reuse_freed_memory
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into, save_checkpoint
 from microsr.config import RunConfig, load_config
 from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer
@@ -160,7 +161,7 @@ def train(
     budget = 60 * cfg.train.minutes if cfg.train.minutes else None
     bicubic_psnr = _bicubic_psnr(val_set, cfg.scale)
     record: dict[str, Any] = {}
-    with _progress_bar(progress) as bar:
+    with _progress_bar(progress) as bar, reuse_freed_memory():
         done = run["seconds"] if budget else run["step"]
         task = bar.add_task("training", total=budget or total_steps, completed=done)
         while run["seconds"] < budget if budget else run["step"] < total_steps:

@@ -105,7 +105,10 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.skip(x))
+        # In place: a new full-size tensor per ReLU or sum costs more than the operation.
+        out = self.conv2(F.relu_(self.conv1(x)))
+        out += self.skip(x)
+        return F.relu_(out)
 
 
 class DoubleConv(nn.Sequential):
@@ -120,9 +123,9 @@ class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
             conv3x3(in_channels, out_channels),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             conv3x3(out_channels, out_channels),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
 

@@ -28,7 +28,7 @@ from microsr.errors import InputError
 from microsr.io import Image, read_image
 from microsr.napari._common import Cancelled, image_layer_box, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image, resampled_placement
-from microsr.predict import check_pixel_size, rescale_image
+from microsr.predict import DEFAULT_TILE, check_pixel_size, rescale_image
 from microsr.restorer import load_model
 from microsr.training import pick_device
 
@@ -64,7 +64,7 @@ class PredictWidget(Container):
                                        tooltip="Input pixel size; 0: from the layer's scale (when in nm).")
         self.rescale = CheckBox(text="rescale to the model's pixel size")
         self.force = CheckBox(text="predict despite a pixel-size mismatch")
-        self.tile = SpinBox(label="tile", min=16, max=8192, value=256)
+        self.tile = SpinBox(label="tile", min=16, max=8192, value=DEFAULT_TILE)
         self.output = FileEdit(label="save to", mode="w", filter="*.ome.zarr *.zarr *.tif", nullable=True)
         self.overwrite = CheckBox(text="overwrite")
         self.run_button = PushButton(text="Predict")
