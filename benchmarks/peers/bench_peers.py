@@ -34,6 +34,7 @@ from microsr import metrics
 from microsr.data import PercentileNormalizer, flip_rotate, split_regions
 from microsr.degrade import preset
 from microsr.io import read_image
+from microsr.predict import DEFAULT_TILE
 from microsr.samples import filaments, sample_path
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +49,7 @@ NAPARI_HR = HERE.parents[2] / "shared" / "data" / "napari_pssr" / "HR" / "small.
 # microsr's ResUNet with the parameter count and FLOPs of PSSR2's ResUNet(hidden=[32, 64, 128, 256], depth=2).
 MATCHED_WIDTHS = [32, 64, 128, 360]
 HR_TILE = 128  # training and evaluation tiles (HR pixels); microsr's default training tile
+BATCH = {"pssr": 16, "careamics": 16, "microsr": 8}  # each tool's training batch (microsr's default)
 VAL_FRACTION = 0.1
 
 
@@ -89,7 +91,7 @@ def speed_configs(quick: bool) -> dict[str, tuple[str, dict[str, Any]]]:
         for precision in precisions:
             suffix = f"_{precision}" if precision else ""
             configs[f"microsr_{name}{suffix}"] = ("microsr", {"model_kwargs": kwargs, "precision": precision,
-                                                              "tile": 256})
+                                                              "tile": DEFAULT_TILE})
     return configs
 
 
@@ -249,23 +251,42 @@ def run_training(folder: Path, minutes: float, trained: list[str]) -> dict[str, 
     hr_files = [str(sample_path())] + ([str(NAPARI_HR)] if NAPARI_HR.exists() else [])
     jobs = {
         "pssr_default": ("pssr", {"model": "default", "pairs": str(folder), "hr_tile": HR_TILE, "val_split": 0.01,
-                                  "batch_size": 16, "num_workers": 2}),
+                                  "batch_size": BATCH["pssr"], "num_workers": 2}),
         "pssr_small": ("pssr", {"model": "small", "pairs": str(folder), "hr_tile": HR_TILE, "val_split": 0.01,
-                                "batch_size": 16, "num_workers": 2}),
-        "care": ("careamics", {"pairs": str(folder / "pairs.npz"), "patch": 64, "batch_size": 16,
+                                "batch_size": BATCH["pssr"], "num_workers": 2}),
+        "care": ("careamics", {"pairs": str(folder / "pairs.npz"), "patch": 64, "batch_size": BATCH["careamics"],
                                "steps_per_epoch": 50, "work_dir": str(folder)}),
         "microsr_default": ("microsr", {"model_kwargs": {}, "hr": hr_files, "hr_tile": HR_TILE,
-                                        "val_fraction": VAL_FRACTION, "work_dir": str(folder)}),
+                                        "batch_size": BATCH["microsr"], "val_fraction": VAL_FRACTION,
+                                        "work_dir": str(folder)}),
         "microsr_matched": ("microsr", {"model_kwargs": {"widths": MATCHED_WIDTHS}, "hr": hr_files,
-                                        "hr_tile": HR_TILE, "val_fraction": VAL_FRACTION, "work_dir": str(folder)}),
+                                        "hr_tile": HR_TILE, "batch_size": BATCH["microsr"],
+                                        "val_fraction": VAL_FRACTION, "work_dir": str(folder)}),
     }
     reports = {}
     for name in trained:
         tool, settings = jobs[name]
         settings = {**common, **settings, "predictions": str(folder / f"pred_{name}.npy")}
-        reports[name] = run_worker(tool, "train", settings, f"train_{name}")
-        print(f"  trained {name}: {reports[name]['steps']} steps in {reports[name]['train_seconds']:.0f} s", flush=True)
+        report = run_worker(tool, "train", settings, f"train_{name}")
+        # Everything the user waits for: data loading (microsr degrades on the fly), validation, checkpoints.
+        report["images_per_s"] = report["steps"] * settings["batch_size"] / report["train_seconds"]
+        reports[name] = report
+        print(f"  trained {name}: {report['steps']} steps in {report['train_seconds']:.0f} s, "
+              f"{report['images_per_s']:.1f} tiles/s", flush=True)
     return reports
+
+
+def training_ratios(training: dict[str, Any]) -> dict[str, Any]:
+    """microsr's training tiles per second over PSSR2's, for the same network size and HR tile."""
+    pairs = {"microsr_matched / pssr_small": ("microsr_matched", "pssr_small", 3.0),
+             "microsr_default / pssr_default": ("microsr_default", "pssr_default", None)}
+    ratios = {}
+    for label, (ours, peer, target) in pairs.items():
+        if ours in training and peer in training:
+            ratio = training[ours]["images_per_s"] / training[peer]["images_per_s"]
+            ratios[label] = {"tiles_per_s": ratio, "target": target,
+                             "met": None if target is None else ratio >= target}
+    return ratios
 
 
 def evaluate(folder: Path, names: list[str], images: list[str]) -> dict[str, Any]:
@@ -329,10 +350,16 @@ def print_tables(result: dict[str, Any]) -> None:
         for tool, control in result["controls"].items():
             print(f"| {tool} ({control['runs'][0]['torch']}) | {control['median']['megapixels_per_s']:.3f} |")
     if result.get("quality"):
-        print("\n| method | PSNR dB | SSIM | PSNR dB (affine fit) | training steps |\n|---|---:|---:|---:|---:|")
+        print("\n| method | PSNR dB | SSIM | PSNR dB (affine fit) | training steps | tiles/s |\n"
+              "|---|---:|---:|---:|---:|---:|")
         for name, score in result["quality"]["scores"].items():
-            steps = result["quality"]["training"].get(name, {}).get("steps", "-")
-            print(f"| {name} | {score['psnr']:.2f} | {score['ssim']:.3f} | {score['psnr_affine']:.2f} | {steps} |")
+            trained = result["quality"]["training"].get(name, {})
+            rate = f"{trained['images_per_s']:.1f}" if trained else "-"
+            print(f"| {name} | {score['psnr']:.2f} | {score['ssim']:.3f} | {score['psnr_affine']:.2f} | "
+                  f"{trained.get('steps', '-')} | {rate} |")
+        print("\n| training ratio | tiles/s | target | met |\n|---|---:|---:|---|")
+        for label, r in result["quality"]["training_ratios"].items():
+            print(f"| {label} | {r['tiles_per_s']:.2f} | {r['target'] or '-'} | {r['met']} |")
 
 
 def main() -> None:
@@ -347,7 +374,8 @@ def main() -> None:
                         default=["pssr_small", "care", "microsr_default_auto", "microsr_matched_auto"],
                         help="configurations run at --large")
     parser.add_argument("--minutes", type=float, help="training budget per tool (default 5)")
-    parser.add_argument("--train", nargs="*", default=["pssr_default", "pssr_small", "care", "microsr_default"],
+    parser.add_argument("--train", nargs="*",
+                        default=["pssr_default", "pssr_small", "care", "microsr_default", "microsr_matched"],
                         help="tools to train for the quality comparison (none: skip it)")
     parser.add_argument("--json", type=Path, help="where to write the results (default results_peers.json; "
                         "with --quick, .work/results_quick.json)")
@@ -381,6 +409,7 @@ def main() -> None:
               f"{minutes} min of training each", flush=True)
         training = run_training(folder, minutes, args.train)
         result["quality"] = {"data": data, "minutes": minutes, "training": training,
+                             "training_ratios": training_ratios(training),
                              "scores": evaluate(folder, args.train, data["images"])}
     result["command"] = " ".join(sys.argv[1:])
     result["machine"]["loadavg_end"] = os.getloadavg()

@@ -49,7 +49,8 @@ def speed(settings: dict[str, Any]) -> dict[str, Any]:
 
 def train(settings: dict[str, Any]) -> dict[str, Any]:
     config = {
-        "data": {"hr": settings["hr"], "tile": settings["hr_tile"], "val_fraction": settings["val_fraction"]},
+        "data": {"hr": settings["hr"], "tile": settings["hr_tile"], "val_fraction": settings["val_fraction"],
+                 "batch_size": settings["batch_size"]},
         "scale": SCALE,
         "degradation": "poisson",
         "model": {"name": "resunet", "kwargs": settings["model_kwargs"]},
