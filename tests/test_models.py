@@ -191,3 +191,41 @@ def test_any_module_can_be_measured():
     cost = model_cost(model, tile=8)
     assert cost == (4 * 9 + 4 + 4 + 1, 2 * (9 * 4 + 4))
     assert receptive_field(model) == 1
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_resunet_fast_path_equals_the_plain_computation_and_its_gradients(scale):
+    """The folded head and the by-rows tail compute exactly the textbook
+    ``head(upsample(body(x)))``: values and gradients, on an input tall enough to be cut."""
+    model = _randomise(create_model("resunet_small", scale=scale)).train()
+    x = torch.rand(1, 1, 300 // max(scale // 2, 1), 20, generator=torch.Generator().manual_seed(1))
+    assert x.shape[-2] * max(scale // 2, 1) > 256  # the tail's input is cut into strips
+
+    def plain(model):
+        bicubic = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) if scale > 1 else x
+        return bicubic + F.conv2d(model.upsample(model.body(x)), model.head.weight, model.head.bias, padding=1)
+
+    fast, reference = model(x), plain(model)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    fast.square().mean().backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    plain(model).square().mean().backward()
+    for fast_grad, p in zip(fast_grads, model.parameters()):
+        assert torch.allclose(fast_grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_resunet_checkpoint_keys_and_flops_are_those_of_a_plain_head():
+    model = create_model("resunet", scale=4)
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.upsample = model.body, model.upsample
+            self.head = nn.Conv2d(32, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.head(self.upsample(self.body(x)))
+
+    assert model.state_dict().keys() == Plain().state_dict().keys()
+    assert model_cost(model, tile=64) == model_cost(Plain(), tile=64)

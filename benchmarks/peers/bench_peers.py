@@ -151,7 +151,7 @@ def run_speed(sizes: list[int], rounds: int, configs: dict[str, tuple[str, dict[
                 runs[name].append(speed_case(tool, settings, size, f"speed_{size}_{name}_{r}"))
                 print(f"  {size}^2 round {r + 1}/{rounds} {name}: {runs[name][-1]['megapixels_per_s']:.3f} MP/s, "
                       f"peak RSS {runs[name][-1]['peak_rss_mb']:.0f} MB", flush=True)
-            if size == sizes[0]:
+            if control_tiles and size == sizes[0]:
                 for tool in PYTHONS:
                     controls[tool].append(run_worker(tool, "control", {"tile": 256, "tiles": control_tiles},
                                                      f"control_{tool}_{r}"))

@@ -72,11 +72,15 @@ def simulate(
     modulation: Annotated[RangeOption, typer.Option(help="Modulation depth range: LOW HIGH.")] = None,
     photons: Annotated[
         RangeOption, typer.Option(help="Photons per pixel and frame at the bright structure: LOW HIGH (low light: "
-                                  "e.g. 10 100).")
+                                  "e.g. 3 12).")
     ] = None,
     background: Annotated[RangeOption, typer.Option(help="Background photons per pixel and frame: LOW HIGH.")] = None,
     read_noise: Annotated[float | None, typer.Option(help="Read noise, electrons rms.")] = None,
     density: Annotated[RangeOption, typer.Option(help="Filament length per area, µm/µm²: LOW HIGH.")] = None,
+    roundtrip: Annotated[
+        int | None, typer.Option(min=1, help="Upsample the raw frames bicubically by this factor and bin them back, "
+                                 "as pre-upsampled data become under `sim evaluate --bin` (dlsim-low: 2).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same fields.")] = 0,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -95,7 +99,7 @@ def simulate(
     changes = {
         "size": size, "pixel_size": pixel_size, "na": na, "wavelength": wavelength, "angles": angles,
         "phases": phases, "period": period, "modulation": modulation, "photons": photons,
-        "background": background, "read_noise": read_noise, "density": density,
+        "background": background, "read_noise": read_noise, "density": density, "roundtrip": roundtrip,
     }
     config = named_preset(preset).replace(**{k: v for k, v in changes.items() if v is not None})
     records = []

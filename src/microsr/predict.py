@@ -516,7 +516,7 @@ def _open_partial(
     if partial.exists():
         shutil.rmtree(partial)
     chunks = (1,) * (len(shape) - 2) + tuple(min(n, _PARTIAL_CHUNK) for n in shape[-2:])
-    array = zarr.create_array(partial, shape=shape, chunks=chunks, dtype=np.float32, fill_value=0.0)
+    array = zarr.create_array(partial, shape=shape, chunks=chunks, dtype=np.float32, fill_value=0.0, compressors=None)
     _save_progress(partial, job, (0, 0))
     return array, (0, 0)
 
