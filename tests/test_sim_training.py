@@ -131,3 +131,14 @@ def test_cli_sim_predict(simulated, three_frame_model, tmp_path, capsys):
     assert (image.shape, image.pixel_size) == ((128, 128), 30.0)
     direct = predict_sim(three_frame_model, np.asarray(read_image(folder / "raw" / "0002.tif").data))
     assert np.allclose(np.asarray(image.data), direct, atol=1e-3 * np.abs(direct).max())
+
+
+def test_plain_predict_refuses_a_frames_as_channels_model(simulated, three_frame_model, tmp_path, capsys):
+    folder, _ = simulated
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(three_frame_model), str(folder / "raw" / "0002.tif"), "-o", str(tmp_path / "out.tif"),
+              "--device", "cpu"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "reads frames [0, 3, 6]" in message and "microsr sim predict" in message
+    assert not (tmp_path / "out.tif").exists()

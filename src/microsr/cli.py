@@ -273,8 +273,9 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif.")],
     tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 512,
     batch_size: Annotated[
-        int, typer.Option(help="Tiles per forward pass; on a CPU 1 is as fast and needs least memory.")
-    ] = 1,
+        int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on a CPU, where it is as fast and "
+                                 "needs least memory; on a GPU as many as fit in half its free memory).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     precision: PrecisionOption = "auto",
     threads: ThreadsOption = None,

@@ -50,7 +50,8 @@ from microsr.io import Image, check_finite, check_output, write_image
 from microsr.models import receptive_field
 from microsr.precision import autocast, resolve_precision
 
-__all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "overlap_for", "rescale_image"]
+__all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "overlap_for", "rescale_image",
+           "tiles_per_batch"]
 
 PathLike = str | os.PathLike[str]
 
@@ -205,8 +206,10 @@ class Predictor:
         overlap is faster and the blending hides the small differences. The work
         per core grows as ``((tile + 2 * overlap) / tile) ** 2``.
     batch_size
-        Tiles per forward pass. On a CPU one tile is as fast as several and needs a quarter
-        of the memory of four (see benchmarks/README.md); raise it on a GPU.
+        Tiles per forward pass. ``None`` (the default) sizes it to the device: 1 on a CPU,
+        where one tile is as fast as several and needs a quarter of the memory of four
+        (see benchmarks/README.md); on a GPU as many as fit in half of its free memory,
+        measured on the first tile (:func:`tiles_per_batch`).
     device
         Where the model runs; tiles are moved there and outputs back to the CPU.
     precision
@@ -235,13 +238,13 @@ class Predictor:
         normalizer: PercentileNormalizer | None = None,
         tile: int = DEFAULT_TILE,
         overlap: int | None = None,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         device: str | torch.device = "cpu",
         precision: str = "auto",
         progress: bool = True,
     ) -> None:
         for name, value, minimum in (("scale", scale, 1), ("frames", frames, 1), ("tile", tile, 1),
-                                     ("batch_size", batch_size, 1), ("overlap", overlap or 0, 0)):
+                                     ("batch_size", 1 if batch_size is None else batch_size, 1), ("overlap", overlap or 0, 0)):
             if int(value) != value or value < minimum:
                 raise InputError(f"{name}={value!r}: give an integer >= {minimum}.")
         if frames % 2 == 0:
@@ -258,7 +261,8 @@ class Predictor:
         self.normalizer = normalizer or PercentileNormalizer()
         self.tile = tile
         self.overlap = _default_overlap(model) if overlap is None else overlap
-        self.batch_size = batch_size
+        # None on a GPU: measured on the first tile (see _run).
+        self.batch_size = batch_size or (None if self.device.type == "cuda" else 1)
         self.progress = progress
 
     def predict(
@@ -469,10 +473,22 @@ class Predictor:
     def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[np.ndarray]:
         """Yield model outputs ``(h * scale, w * scale)`` for equal-sized ``(frames, h, w)`` tiles, in batches."""
         expected = (1, tiles[0].shape[-2] * self.scale, tiles[0].shape[-1] * self.scale)
-        for start in range(0, len(tiles), self.batch_size):
+        start = 0
+        while start < len(tiles):
+            measure = self.batch_size is None
+            size = self.batch_size or 1
+            if measure:
+                torch.cuda.reset_peak_memory_stats(self.device)
+                allocated = torch.cuda.memory_allocated(self.device)
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                batch = torch.from_numpy(np.stack(tiles[start : start + self.batch_size])).to(self.device)
+                batch = torch.from_numpy(np.stack(tiles[start : start + size])).to(self.device)
                 result = self.model(batch.contiguous(memory_format=torch.channels_last))
+            if measure:
+                free, _ = torch.cuda.mem_get_info(self.device)
+                cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+                peak = torch.cuda.max_memory_allocated(self.device) - allocated
+                self.batch_size = tiles_per_batch(free + cached, peak)
+            start += size
             if tuple(result.shape[1:]) != expected:
                 raise InputError(
                     f"the model returned shape {tuple(result.shape)} for input {tuple(batch.shape)}; "
@@ -539,6 +555,33 @@ def _as_image(image: Image | np.ndarray, axes: str | None) -> Image:
         return Image(array, axes.upper(), pixel_size=None)
     except ValueError as exc:
         raise InputError(f"axes={axes!r}: {exc}") from exc
+
+
+def tiles_per_batch(free_bytes: int, bytes_per_tile: int, *, fraction: float = 0.5) -> int:
+    """How many tiles to predict at once: as many as fit in ``fraction`` of the free memory.
+
+    Parameters
+    ----------
+    free_bytes : int
+        Device memory available.
+    bytes_per_tile : int
+        Peak memory one tile's forward pass needed (measured).
+    fraction : float
+        Share of the free memory to use, leaving room for other work and fragmentation.
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Examples
+    --------
+    >>> tiles_per_batch(8 * 2**30, 700 * 2**20)
+    5
+    >>> tiles_per_batch(2**30, 3 * 2**30)
+    1
+    """
+    return max(1, int(fraction * free_bytes // max(bytes_per_tile, 1)))
 
 
 def overlap_for(radius: int) -> int:

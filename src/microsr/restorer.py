@@ -62,9 +62,16 @@ class Restorer:
         """Pixel size (nm) of the inputs it was trained for, if known."""
         return self.info.get("input_pixel_size")
 
-    def predictor(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int = 1,
+    def predictor(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int | None = None,
                   precision: str = "auto", progress: bool = False) -> Predictor:
         """A :class:`~microsr.predict.Predictor` applying this model as it was trained."""
+        channels = (self.info.get("run") or {}).get("data", {}).get("channels")
+        if channels:
+            raise InputError(
+                f"{self.path}: this model reads frames {channels} of each acquisition as channels (a SIM or SRRF "
+                "model), not a sliding window of a stack; apply it with `microsr sim predict MODEL RAW -o OUT` "
+                "(Python: microsr.sim_reconstruct.predict_sim)."
+            )
         radius = self.info.get("receptive_field")
         return Predictor(
             self.module.to(device),
