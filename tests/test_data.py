@@ -1,5 +1,6 @@
 """Tests for microsr.data: normalisation, split, frame windows, pair datasets."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -13,12 +14,14 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
+import microsr.data as data_module
 from microsr.data import (
     CallablePairs,
     DegradedPairs,
     PairedImages,
     PercentileNormalizer,
     Region,
+    epoch_loader,
     flip_rotate,
     frame_window,
     split_regions,
@@ -178,6 +181,40 @@ def test_validation_is_fixed_while_training_changes_each_epoch():
     # Returning to an epoch reproduces it.
     train.set_epoch(0)
     assert torch.equal(first_train[0][0], train[0][0])
+
+
+def test_epoch_loader_workers_kept_across_epochs_draw_each_epochs_tiles():
+    image = make_image(noise((5, 256, 256)), "TYX")
+    train = DegradedPairs(image, preset("poisson", scale=2), tile=32, frames=3, samples_per_epoch=8, seed=4)
+    loader = epoch_loader(train, batch_size=4, num_workers=1)
+    epochs = []
+    for epoch in (0, 1, 0):
+        loader.sampler.epoch = epoch
+        epochs.append(torch.cat([inputs for inputs, _ in loader]))
+    train.set_epoch(1)
+    in_process = torch.stack([train[i][0] for i in range(8)])
+    assert torch.equal(epochs[1], in_process)  # what set_epoch(1) gives in this process
+    assert not torch.equal(epochs[0], epochs[1]) and torch.equal(epochs[0], epochs[2])
+    # The same worker process served every epoch.
+    pids = CallablePairs(lambda rng: (np.full((2, 2), os.getpid()), np.zeros((4, 4))), length=2)
+    loader = epoch_loader(pids, batch_size=2, num_workers=1)
+    seen = set()
+    for epoch in range(3):
+        loader.sampler.epoch = epoch
+        seen.update(int(inputs.max()) for inputs, _ in loader)
+    assert len(seen) == 1 and os.getpid() not in seen
+
+
+def test_small_images_loaded_whole_give_the_same_samples_as_tile_reads(monkeypatch):
+    image = make_image(noise((5, 256, 256)), "TYX")
+    kwargs = dict(tile=32, frames=3, samples_per_epoch=8, seed=5)
+    loaded = DegradedPairs(image, preset("poisson", scale=2), **kwargs)
+    assert isinstance(loaded._stacks[0].pixels, np.ndarray)
+    monkeypatch.setattr(data_module, "IN_MEMORY_BYTES", 0)
+    lazy = DegradedPairs(image, preset("poisson", scale=2), **kwargs)
+    assert not isinstance(lazy._stacks[0].pixels, np.ndarray)
+    for (a_in, a_t), (b_in, b_t) in zip((loaded[i] for i in range(8)), (lazy[i] for i in range(8))):
+        assert torch.equal(a_in, b_in) and torch.equal(a_t, b_t)
 
 
 def test_training_noise_differs_for_the_same_tile():

@@ -94,3 +94,15 @@ def test_matches_pytorch_msssim_where_it_applies():
     prediction, target = _pair(10)
     expected = pytorch_msssim.ssim(prediction, target, data_range=1.0, size_average=True, win_size=7)
     assert torch.allclose(ms_ssim(prediction, target), expected, atol=1e-5)
+
+
+def test_msssim_is_computed_in_float32_under_bfloat16_autocast():
+    # A nearly flat target: in bfloat16 its variance E[x^2] - E[x]^2 is mostly rounding error.
+    prediction, target = _pair(64)
+    target = 0.7 + 0.001 * target
+    expected = ms_ssim(prediction, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = ms_ssim(prediction.bfloat16(), target)
+    assert value.dtype == torch.float32
+    assert torch.allclose(value, ms_ssim(prediction.bfloat16().float(), target), atol=1e-6)
+    assert abs(value - expected) < 1e-2

@@ -9,6 +9,7 @@ from torch import nn
 
 from microsr.errors import InputError
 from microsr.models import create_model, list_models, model_cost, receptive_field
+from microsr.models.layers import pixel_shuffle, relu_
 from microsr.models.resunet import ResUNet
 
 BUILTINS = ["resunet", "resunet_small", "unet"]
@@ -229,3 +230,23 @@ def test_resunet_checkpoint_keys_and_flops_are_those_of_a_plain_head():
 
     assert model.state_dict().keys() == Plain().state_dict().keys()
     assert model_cost(model, tile=64) == model_cost(Plain(), tile=64)
+
+
+def test_16_bit_relu_and_shuffle_on_int16_bits_equal_torch_s():
+    x = torch.randn(2, 8, 9, 11, generator=torch.Generator().manual_seed(2))
+    for dtype in (torch.bfloat16, torch.float16):
+        half = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        assert torch.equal(relu_(half.clone()), F.relu(half))
+        assert torch.equal(pixel_shuffle(half, 2), F.pixel_shuffle(half, 2))
+
+
+def test_resunet_bf16_inference_equals_the_autograd_path():
+    """Without gradients the 16-bit ReLUs and shuffles work on int16 bits; with them, torch's own ops run."""
+    model = _randomise(create_model("resunet", scale=4))
+    x = torch.rand(1, 1, 40, 36, generator=torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(x)
+        with torch.inference_mode():
+            fast = model(x)
+    assert reference.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, reference.detach())

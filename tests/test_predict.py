@@ -214,14 +214,15 @@ def test_output_inside_the_input_is_refused(tmp_path, stack_file):
 
 def test_resume_after_interrupt(tmp_path, rng):
     # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane (batches of
-    # up to 4 tiles); the output planes have 600 rows, recorded as done in chunk rows of 512.
+    # up to 4 tiles); the output planes have 600 rows, recorded as done row by row.
     data = rng.integers(0, 4000, (2, 300, 40)).astype(np.uint16)
     image = Image(data, "ZYX", pixel_size=100.0)
     options = dict(tile=32, overlap=6, batch_size=4, normalizer=PercentileNormalizer().fit(image))
     reference = predictor(conv_model(), **options).predict_to_file(image, tmp_path / "reference.ome.zarr")
-    # Interrupted in band 9 of plane 0, rows 0-511 are done and bands 7-9 blend rows
-    # from 512 on; interrupted in plane 1, plane 0 is done.
-    for stop_at, calls_to_finish in ((10, 3 + 10), (15, 10)):
+    # Interrupted in the last band of plane 0, the rows bands 0-8 finished are done: band 8
+    # (whose lower rows the last band blends) and band 9 run again, then plane 1. Interrupted in
+    # band 4 of plane 1, plane 0 and the rows of bands 0-3 are done: bands 3-9 run again.
+    for stop_at, calls_to_finish in ((10, 2 + 10), (15, 7)):
         output = tmp_path / f"out{stop_at}.ome.zarr"
         with pytest.raises(KeyboardInterrupt):
             predictor(Interrupting(conv_model(), stop_at), **options).predict_to_file(image, output)

@@ -123,3 +123,12 @@ def test_real_pairs_train_without_a_degradation(run_config, hr_file, tmp_path):
     record = microsr.train(config, tmp_path / "paired", progress=False)
     info = json.loads((tmp_path / "paired" / "config.json").read_text())
     assert record["step"] == 8 and info["degradation"] is None and info["input_pixel_size"] == 80.0
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_epoch(run_config, hr_file, tmp_path):
+    microsr.train(run_config(hr_file, steps=8), tmp_path, progress=False)  # one good epoch
+    kept = (tmp_path / "last.safetensors").read_bytes()
+    with pytest.raises(InputError, match=r"training diverged: the loss is (nan|inf) at step (9|1[0-6]) .*Lower train.lr"):
+        microsr.train(run_config(hr_file, steps=16, lr=1e30, grad_clip=None), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "last.safetensors").read_bytes() == kept
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 1

@@ -145,7 +145,7 @@ def run_bench(
     predict_mps = (size * scale) ** 2 / predict_seconds / 1e6
 
     net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))  # as training
     loss_fn = get_loss("msssim_l1")
     lr_tile = train_tile // scale
     inputs = torch.rand(batch_size, 1, lr_tile, lr_tile, device=device).contiguous(memory_format=torch.channels_last)
@@ -153,7 +153,8 @@ def run_bench(
 
     def step() -> None:
         with autocast(device, dtype):
-            loss = loss_fn(net(inputs).float(), targets)
+            prediction = net(inputs)
+        loss = loss_fn(prediction.float(), targets)  # in float32, as training does
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

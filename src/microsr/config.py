@@ -93,7 +93,10 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(8, ge=1)
     samples_per_epoch: int = Field(512, ge=1, description="Training tiles (or simulated frames) drawn per epoch.")
-    num_workers: int = Field(2, ge=0, description="DataLoader processes degrading tiles off the main process.")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader processes degrading tiles off the main process (default: 2, fewer "
+        "on machines with under 4 cores, where they would take cores from the model)."
+    )
 
     @model_validator(mode="after")
     def _channels_are_the_frames(self) -> DataConfig:

@@ -16,8 +16,8 @@ fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
 (:meth:`Predictor.predict_to_file`), so memory depends on the plane width, never
 on the image size.
 
-Streaming writes level 0 into ``OUTPUT.partial`` (a Zarr array plus a
-``progress.json`` naming the finished rows), then converts it to the requested
+Streaming writes level 0 into ``OUTPUT.partial`` (raw float32 rows plus a
+``progress.json`` naming the finished rows, :mod:`microsr.partial_output`), then converts it to the requested
 format with :func:`microsr.io.write_image`, which writes atomically. An
 interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues it.
 """
@@ -25,7 +25,6 @@ interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues i
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -38,7 +37,6 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import torch
-import zarr
 from rich.progress import Progress
 from skimage.transform import resize
 from torch import nn
@@ -48,6 +46,7 @@ from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
 from microsr.models import receptive_field
+from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
 
 __all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "overlap_for", "rescale_image",
@@ -56,8 +55,6 @@ __all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "ove
 PathLike = str | os.PathLike[str]
 
 _PIXEL_SIZE_TOLERANCE = 0.10
-_PARTIAL_CHUNK = 512  # YX chunk side of the partial output, also the resume granularity
-_PROGRESS_FILE = "progress.json"
 BLEND_MARGIN = 8
 """LR pixels each side of a tile's core over which neighbouring tiles are cross-faded."""
 DEFAULT_TILE = 512
@@ -320,10 +317,10 @@ class Predictor:
         """Predict an image of any size into a file, streaming band by band.
 
         The output's pixel size is the input's divided by ``scale`` (Z spacing kept).
-        Rows are first written to ``OUTPUT.partial`` (a Zarr array and a
-        ``progress.json``); when all are done it becomes ``output`` atomically via
-        :func:`microsr.io.write_image` (OME-Zarr with a pyramid, or TIFF) and is
-        deleted. Disk use peaks at about twice the output size.
+        Rows are first written to ``OUTPUT.partial`` (raw rows and a ``progress.json``,
+        see :mod:`microsr.partial_output`); when all are done it becomes ``output``
+        atomically via :func:`microsr.io.write_image` (OME-Zarr with a pyramid, or TIFF)
+        and is deleted. Disk use peaks at about twice the output size.
 
         Parameters
         ----------
@@ -367,15 +364,13 @@ class Predictor:
         partial = output.with_name(output.name + ".partial")
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
-        array, done = _open_partial(partial, job, (*image.shape[:-2], height, width), resume)
-        for plane, lead, row, rows in self._rows(source, done, on_tile):
+        partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
+        for plane, _, row, rows in self._rows(source, done, on_tile):
+            partial_output.write(plane, row, rows)
             end = row + len(rows)
-            array[(*lead, slice(row, end))] = rows
-            # Resume granularity is a chunk row: a partly written chunk is rewritten whole.
-            finished = (plane + 1, 0) if end == height else (plane, end // _PARTIAL_CHUNK * _PARTIAL_CHUNK)
-            _save_progress(partial, job, finished)
+            partial_output.save_progress((plane + 1, 0) if end == height else (plane, end))
         result = Image(
-            da.from_zarr(array),
+            partial_output.to_dask(),
             image.axes,
             pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
             z_spacing=image.z_spacing,
@@ -513,35 +508,6 @@ class Predictor:
             "lo": source.normalizer.lo, "hi": source.normalizer.hi,
             "model": digest.hexdigest(),
         }
-
-
-def _open_partial(
-    partial: Path, job: dict, shape: tuple[int, ...], resume: bool
-) -> tuple[zarr.Array, tuple[int, int]]:
-    """The partial output array and the first (plane, row) still to do."""
-    progress_file = partial / _PROGRESS_FILE
-    if resume and progress_file.is_file():
-        saved = json.loads(progress_file.read_text())
-        if saved["job"] != job:
-            changed = sorted(key for key in job if saved["job"].get(key) != job[key])
-            raise InputError(
-                f"{partial}: this partial output was started with a different {', '.join(changed)}; "
-                "resume with the same input, model and settings, or run without resume to start over."
-            )
-        return zarr.open_array(partial, mode="r+"), tuple(saved["done"])
-    if partial.exists():
-        shutil.rmtree(partial)
-    chunks = (1,) * (len(shape) - 2) + tuple(min(n, _PARTIAL_CHUNK) for n in shape[-2:])
-    array = zarr.create_array(partial, shape=shape, chunks=chunks, dtype=np.float32, fill_value=0.0, compressors=None)
-    _save_progress(partial, job, (0, 0))
-    return array, (0, 0)
-
-
-def _save_progress(partial: Path, job: dict, done: tuple[int, int]) -> None:
-    """Record that planes before ``done[0]`` and rows before ``done[1]`` of that plane are written."""
-    temporary = partial / (_PROGRESS_FILE + ".tmp")
-    temporary.write_text(json.dumps({"job": job, "done": list(done)}))
-    os.replace(temporary, partial / _PROGRESS_FILE)  # atomic: a crash never leaves a torn record
 
 
 def _as_image(image: Image | np.ndarray, axes: str | None) -> Image:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from microsr.allocator import reuse_freed_memory
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into, save_checkpoint
 from microsr.config import RunConfig, load_config
-from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer
+from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer, epoch_loader
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
 from microsr.io import atomic_output, find_images, read_image
@@ -130,13 +130,8 @@ def train(
     degradation = load_degradation(cfg.degradation, scale=cfg.scale) if degraded else None
     smlm = _simulated_data(cfg) if cfg.data.simulation is not None else None
     train_set, val_set, pixel_size = (smlm.train, smlm.val, smlm.pixel_size) if smlm else _datasets(cfg, degradation)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        drop_last=len(train_set) >= cfg.data.batch_size,
-        pin_memory=device.type == "cuda",
-    )
+    loader = epoch_loader(train_set, cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                          pin_memory=device.type == "cuda")
     net = model if model is not None else create_model(
         cfg.model.name, in_channels=cfg.data.frames, scale=cfg.scale, **cfg.model.kwargs
     )
@@ -144,7 +139,9 @@ def train(
         init_file = checkpoint_path(cfg.model.init)
         load_state_into(net, load_checkpoint(init_file)[0], init_file)
     net = net.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    # Fused: one kernel for all parameters; the per-tensor default took 14 % of a CPU training step.
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size)
     (output / "config.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -167,7 +164,7 @@ def train(
         while run["seconds"] < budget if budget else run["step"] < total_steps:
             started = time.monotonic()
             net.train()
-            train_set.set_epoch(run["epoch"])
+            loader.sampler.epoch = run["epoch"]
             losses = []
             for inputs, targets in loader:
                 fraction = run["seconds"] / budget if budget else run["step"] / total_steps
@@ -176,13 +173,22 @@ def train(
                 inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 targets = targets.to(device, non_blocking=True)
                 with autocast(device, dtype):
-                    loss = loss_fn(net(inputs).float(), targets)
+                    prediction = net(inputs)
+                # Outside autocast: in bfloat16 the loss's variances (E[x^2] - E[x]^2) can turn negative.
+                loss = loss_fn(prediction.float(), targets)
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    raise InputError(
+                        f"training diverged: the loss is {losses[-1]} at step {run['step'] + 1} (learning rate "
+                        f"{optimizer.param_groups[0]['lr']:.3g}). {output}/last.safetensors keeps the weights of "
+                        f"the last finished epoch. Lower train.lr (now {cfg.train.lr:g}) or train.grad_clip, or "
+                        "check the data for extreme values."
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.train.grad_clip:
                     nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
                 optimizer.step()
-                losses.append(loss.item())
                 run["step"] += 1
                 elapsed = run["seconds"] + time.monotonic() - started
                 last_val = f" · val PSNR {record['val_psnr']:.2f} dB SSIM {record['val_ssim']:.3f}" if record else ""

@@ -76,6 +76,64 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def relu_(x: Tensor) -> Tensor:
+    """``F.relu_(x)``; for bfloat16 or float16 outside autograd, done on the int16 bits.
+
+    PyTorch's CPU kernels compute 16-bit float element-wise operations through float32,
+    one element at a time: ``relu_`` of a bfloat16 tensor ran at 2 GB/s here and took a
+    quarter of the default model's prediction time. A negative float has its sign bit
+    set, so it is a negative int16, and clamping the int16 view at 0 is the same ReLU
+    (a negative NaN becomes 0 instead of NaN), 6x faster. Autograd cannot follow an
+    int16 view, so with gradients the usual ReLU runs.
+
+    Examples
+    --------
+    >>> x = torch.tensor([-2.0, -0.0, 0.5, float("inf")], dtype=torch.bfloat16)
+    >>> relu_(x).tolist()
+    [0.0, 0.0, 0.5, inf]
+    """
+    if x.dtype in _HALF and not x.requires_grad:
+        x.view(torch.int16).clamp_min_(0)
+        return x
+    return F.relu_(x)
+
+
+def pixel_shuffle(x: Tensor, factor: int) -> Tensor:
+    """``F.pixel_shuffle(x, factor)``; for bfloat16 or float16 outside autograd, moving int16 bits.
+
+    A shuffle only moves values; moved as int16 it was 4x faster than as bfloat16 here.
+
+    Examples
+    --------
+    >>> x = torch.arange(8.0, dtype=torch.bfloat16).reshape(1, 4, 1, 2)
+    >>> torch.equal(pixel_shuffle(x, 2), F.pixel_shuffle(x, 2))
+    True
+    """
+    if x.dtype in _HALF and not x.requires_grad:
+        return F.pixel_shuffle(x.view(torch.int16), factor).view(x.dtype)
+    return F.pixel_shuffle(x, factor)
+
+
+class ReLU(nn.ReLU):
+    """In-place :class:`torch.nn.ReLU` through :func:`relu_`."""
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return relu_(x)
+
+
+class PixelShuffle(nn.PixelShuffle):
+    """:class:`torch.nn.PixelShuffle` through :func:`pixel_shuffle`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pixel_shuffle(x, self.upscale_factor)
+
+
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     """A 3x3 convolution that keeps the spatial size."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
@@ -106,9 +164,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # In place: a new full-size tensor per ReLU or sum costs more than the operation.
-        out = self.conv2(F.relu_(self.conv1(x)))
+        out = self.conv2(relu_(self.conv1(x)))
         out += self.skip(x)
-        return F.relu_(out)
+        return relu_(out)
 
 
 class DoubleConv(nn.Sequential):
@@ -123,9 +181,9 @@ class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
             conv3x3(in_channels, out_channels),
-            nn.ReLU(inplace=True),
+            ReLU(),
             conv3x3(out_channels, out_channels),
-            nn.ReLU(inplace=True),
+            ReLU(),
         )
 
 

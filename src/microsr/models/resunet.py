@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from microsr.errors import InputError
-from microsr.models.layers import ResBlock, UNetBody, check_int, check_widths, conv3x3
+from microsr.models.layers import (
+    PixelShuffle, ReLU, ResBlock, UNetBody, check_int, check_widths, conv3x3, pixel_shuffle,
+)
 from microsr.models.registry import register_model
 
 SCALES = (1, 2, 4, 8)
@@ -40,7 +42,7 @@ class SubPixelUpsampler(nn.Sequential):
             with torch.no_grad():
                 conv.weight.copy_(base.repeat_interleave(4, dim=0))
                 conv.bias.zero_()
-            stages += [conv, nn.ReLU(inplace=True), nn.PixelShuffle(2)]
+            stages += [conv, ReLU(), PixelShuffle(2)]
         super().__init__(*stages)
 
 
@@ -87,7 +89,7 @@ class ConvAfterShuffle(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         weight = torch.einsum("abuvmnij,cij->abcuvmn", _TAPS.to(self.weight), self.weight[0])
         bias = None if self.bias is None else self.bias.expand(4)
-        return F.pixel_shuffle(F.conv2d(x, weight.reshape(4, 4 * self.in_channels, 3, 3), bias, padding=1), 2)
+        return pixel_shuffle(F.conv2d(x, weight.reshape(4, 4 * self.in_channels, 3, 3), bias, padding=1), 2)
 
 
 def by_rows(fn: Callable[[Tensor], Tensor], x: Tensor, *, halo: int, factor: int, rows: int = 256) -> Tensor:
