@@ -26,6 +26,7 @@ from torch import nn
 from microsr import __version__
 from microsr.errors import InputError
 from microsr.io import atomic_output
+from microsr.pretrained import PRETRAINED, pretrained_path
 
 __all__ = ["FORMAT_VERSION", "checkpoint_path", "load_checkpoint", "load_state_into", "save_checkpoint"]
 
@@ -66,14 +67,19 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, info: dict[s
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file meant by `path`: the file itself, or a run folder's best (else last) checkpoint.
+    """The checkpoint file meant by `path`: the file itself, a run folder's best (else last) checkpoint,
+    or, for the name of a shipped model (:mod:`microsr.pretrained`) that is not a file here, that model.
 
     Examples
     --------
     >>> checkpoint_path("model.safetensors").name
     'model.safetensors'
+    >>> checkpoint_path("sim_lowlight").name
+    'sim_lowlight.safetensors'
     """
     path = Path(path)
+    if not path.exists() and str(path) in PRETRAINED:
+        return pretrained_path(str(path))
     if path.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
             if (path / name).is_file():

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microsr.errors import InputError
+from microsr.pretrained import PRETRAINED
 from microsr.simulate.smlm import SMLMSimulation, preset
 
 __all__ = ["DataConfig", "ModelConfig", "RunConfig", "SimulationConfig", "TrainConfig", "load_config"]
@@ -123,8 +124,9 @@ class ModelConfig(_Strict):
     name: str = "resunet"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     init: Path | None = Field(
-        None, description="Start from this trained model's weights (folder or .safetensors): fine-tuning, e.g. of a "
-        "model trained on simulation on real pairs. Its architecture must match name and kwargs."
+        None, description="Start from this trained model's weights (folder, .safetensors, or the name of a shipped "
+        "model): fine-tuning, e.g. of a model trained on simulation on real pairs. Its architecture must match name "
+        "and kwargs."
     )
 
 
@@ -195,8 +197,9 @@ class RunConfig(_Strict):
 def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> RunConfig:
     """Validate a run configuration from a dict, a YAML/JSON file, or pass a RunConfig through.
 
-    Relative image paths in a file are taken relative to the file's folder, so a
-    config and its data can move together.
+    Relative paths in a file (images, and ``model.init`` unless it names a shipped
+    model) are taken relative to the file's folder, so a config and its data can move
+    together.
 
     Parameters
     ----------
@@ -247,4 +250,7 @@ def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
         if isinstance(data.get(key), (str, list)):
             paths = data[key] if isinstance(data[key], list) else [data[key]]
             data[key] = [str(folder / p) for p in paths]
-    return {**raw, "data": data} if data else raw
+    model = dict(raw.get("model") or {})
+    if isinstance(model.get("init"), str) and model["init"] not in PRETRAINED:
+        model["init"] = str(folder / model["init"])
+    return {**raw, **({"data": data} if data else {}), **({"model": model} if model else {})}

@@ -6,6 +6,13 @@ repository holds the configuration and command that trained it.
 
 - ``smlm``: SMLM reconstruction (``smlm_unet``, x8) trained on frames simulated with
   the ``deepstorm-test`` preset; the default of ``microsr smlm reconstruct``.
+- ``sim_lowlight``: low-light 2D SIM (``resunet_small``, x2): 15 raw frames (3 angles x
+  5 phases, 60 nm pixels, NA 1.2, 525 nm) of 3-12 photons to the normal-light SIM
+  image at 30 nm, trained on fields simulated with the ``dlsim-low`` preset
+  (``configs/sim15.yaml``, then ``configs/sim_lowlight.yaml``).
+
+Any command or function that takes a model accepts these names, e.g.
+``microsr sim evaluate ... --model sim_lowlight``.
 
 Examples
 --------
@@ -21,7 +28,7 @@ from microsr.errors import InputError
 
 __all__ = ["PRETRAINED", "pretrained_path"]
 
-PRETRAINED = ("smlm",)
+PRETRAINED = ("smlm", "sim_lowlight")
 """Names of the shipped models."""
 
 
