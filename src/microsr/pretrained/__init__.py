@@ -10,6 +10,9 @@ repository holds the configuration and command that trained it.
   5 phases, 60 nm pixels, NA 1.2, 525 nm) of 3-12 photons to the normal-light SIM
   image at 30 nm, trained on fields simulated with the ``dlsim-low`` preset
   (``configs/sim15.yaml``, then ``configs/sim_lowlight.yaml``).
+- ``srrf5``: 5 frames of a dense blinking stack (64 x 64 frames of 100 nm, EMCCD) to the
+  eSRRF image (x2) of 361 frames, trained on ``deepstorm-test`` simulations
+  (``configs/srrf5.yaml``).
 
 Any command or function that takes a model accepts these names, e.g.
 ``microsr sim evaluate ... --model sim_lowlight``.
@@ -28,7 +31,7 @@ from microsr.errors import InputError
 
 __all__ = ["PRETRAINED", "pretrained_path"]
 
-PRETRAINED = ("smlm", "sim_lowlight")
+PRETRAINED = ("smlm", "sim_lowlight", "srrf5")
 """Names of the shipped models."""
 
 
