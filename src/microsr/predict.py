@@ -241,7 +241,8 @@ class Predictor:
         progress: bool = True,
     ) -> None:
         for name, value, minimum in (("scale", scale, 1), ("frames", frames, 1), ("tile", tile, 1),
-                                     ("batch_size", 1 if batch_size is None else batch_size, 1), ("overlap", overlap or 0, 0)):
+                                     ("batch_size", 1 if batch_size is None else batch_size, 1),
+                                     ("overlap", overlap or 0, 0)):
             if int(value) != value or value < minimum:
                 raise InputError(f"{name}={value!r}: give an integer >= {minimum}.")
         if frames % 2 == 0:
