@@ -105,6 +105,28 @@ def test_target_is_band_limited_at_the_extended_sim_cutoff():
     assert np.median(raw_power[(raw_f > 1.05 * wide) & (raw_f < 0.95 * extended)]) < 2 * noise_floor
 
 
+def test_a_measured_otf_file_sets_the_blur_and_the_cut_off(tmp_path):
+    """An OTF file holding the ideal pupil of NA 0.8 blurs like it, although the settings say NA 1.2."""
+    low_na = SIMSimulation(size=64, na=0.8, period=700.0, photons=3000.0)
+    frequencies = np.linspace(0, low_na.cutoff, 257)
+    otf = tmp_path / "otf.csv"
+    np.savetxt(otf, np.c_[frequencies * 1000, ideal_otf(frequencies / low_na.cutoff)], delimiter=",")
+    measured = low_na.replace(na=1.2, otf=otf)
+    # The file's cut-off, less the tail under 0.5 % of the zero-frequency value that reading drops as noise.
+    assert 0.94 * low_na.cutoff < measured.cutoff < low_na.cutoff
+    assert "measured OTF" in measured.describe()
+
+    def passed(config):
+        """Power of the wide-field image between the two cut-offs, over its noise floor beyond both."""
+        power, f = _radial_power(simulate_field(config, seed=4).raw.astype(float).mean(axis=0), config.pixel_size)
+        between = (f > 1.1 * low_na.cutoff) & (f < 0.9 * cutoff_frequency(1.2, 525.0))
+        return np.median(power[between]) / np.median(power[f > 1.1 * cutoff_frequency(1.2, 525.0)])
+
+    assert passed(measured) < 2 < 5 < passed(low_na.replace(na=1.2))
+    with pytest.raises(InputError, match="not found"):
+        low_na.replace(otf=tmp_path / "missing.mrc")
+
+
 def test_otf_model():
     assert ideal_otf(np.array([0.0]))[0] == 1.0
     assert ideal_otf(np.array([1.0, 1.5])).tolist() == [0.0, 0.0]
@@ -116,7 +138,7 @@ def test_otf_model():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"period": 150.0}, "finer than the wide-field resolution"),
+        ({"period": 100.0}, "would not overlap the 0 order"),
         ({"phases": 2}, "at least 3 phases"),
         ({"modulation": (0.5, 1.5)}, "at most 1"),
         ({"photons": (100, 10)}, "LOW is above HIGH"),

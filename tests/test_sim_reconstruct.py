@@ -21,7 +21,7 @@ from microsr.sim_reconstruct import (
     reconstruct_sim,
     sim_frames,
 )
-from microsr.simulate.sim import SIMSimulation, simulate_field
+from microsr.simulate.sim import SIMSimulation, ideal_otf, simulate_field
 
 CONFIG = SIMSimulation(size=96, photons=(1500.0, 2500.0))
 OTF_MODEL = OTF.model(CONFIG.na, CONFIG.wavelength)
@@ -110,6 +110,22 @@ def test_agrees_with_napari_sim_processor():
         assert our_psnr >= their_psnr and our_ssim >= their_ssim
 
 
+def test_a_tirf_sim_pattern_beyond_the_emission_cut_off_is_found_from_its_nominal_period():
+    """TIRF-SIM forms a 200 nm pattern at its excitation wavelength, beyond the 219 nm of the emission OTF."""
+    config = CONFIG.replace(period=200.0, photons=300.0)
+    field = simulate_field(config, seed=4)
+    truth = np.array(field.parameters["k"])
+    found = estimate_pattern(field.raw, 3, 3, OTF_MODEL, config.pixel_size, period=205.0)
+    assert np.abs(np.hypot(*found.k.T) / np.hypot(*truth.T) - 1).max() < 0.01
+    # k and -k are the same pattern.
+    assert np.minimum(np.abs(found.k - truth), np.abs(found.k + truth)).max() < 1e-3
+    # Without the period, the search stays inside the emission pass band and cannot find it.
+    blind = estimate_pattern(field.raw, 3, 3, OTF_MODEL, config.pixel_size)
+    assert np.hypot(*blind.k.T).max() <= OTF_MODEL.cutoff * config.pixel_size
+    with pytest.raises(InputError, match="two pixels"):
+        estimate_pattern(field.raw, 3, 3, OTF_MODEL, config.pixel_size, period=100.0)
+
+
 def test_measured_otf_files(tmp_path):
     frequencies = np.linspace(0, OTF_MODEL.cutoff * 1000, 129)  # cycles/µm
     values = OTF_MODEL(frequencies / 1000)
@@ -127,7 +143,11 @@ def test_measured_otf_files(tmp_path):
     reference, _ = reconstruct_sim(field.raw, 3, 3, pixel_size=CONFIG.pixel_size, otf=OTF_MODEL)
     for path in (csv, mrc):
         otf = read_otf(path)
-        assert otf.cutoff == pytest.approx(OTF_MODEL.cutoff, rel=0.01)
+        f = np.linspace(0, 0.9 * OTF_MODEL.cutoff, 50)
+        assert np.abs(otf(f) - OTF_MODEL(f)).max() < 1e-3  # the file's frequency scale is read right
+        # Values under 0.5 % of the zero-frequency value are dropped as noise: the cut-off is where the ideal
+        # OTF falls to that level (within a sample spacing, 1/128 of its cut-off, which moves it by 0.0015).
+        assert ideal_otf(np.array([otf.cutoff / OTF_MODEL.cutoff]))[0] == pytest.approx(0.005, abs=0.002)
         image, _ = reconstruct_sim(field.raw, 3, 3, pixel_size=CONFIG.pixel_size, otf=otf)
         assert psnr(normalize_percentile(reference), normalize_percentile(image), data_range=1) > 40
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")

@@ -52,6 +52,10 @@ PixelSizeOption = Annotated[
     float | None, typer.Option("--pixel-size", help="Raw pixel size in nm; overrides the file's metadata.")
 ]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")]
+NominalPeriodOption = Annotated[float | None, typer.Option(
+    "--period", help="The instrument's nominal pattern period in nm (two-beam SIM: excitation wavelength / "
+    "(2 NA_exc)), searched within ±5 %; needed at low signal and when the pattern lies beyond the emission cut-off "
+    "(TIRF-SIM). Default: search the emission pass band.")]
 
 
 @sim_app.command()
@@ -66,6 +70,9 @@ def simulate(
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Camera pixel size in nm.")] = None,
     na: Annotated[float | None, typer.Option(help="Numerical aperture.")] = None,
     wavelength: Annotated[float | None, typer.Option(help="Emission wavelength in nm.")] = None,
+    otf: Annotated[Path | None, typer.Option(
+        help="Blur with a measured radial OTF instead of the ideal one of --na/--wavelength: .mrc (OMX/Priism) "
+             "or CSV (cycles/µm, value).")] = None,
     angles: Annotated[int | None, typer.Option(help="Pattern orientations.")] = None,
     phases: Annotated[int | None, typer.Option(help="Phase steps per orientation.")] = None,
     period: Annotated[RangeOption, typer.Option(help="Pattern period range in nm: LOW HIGH.")] = None,
@@ -100,6 +107,7 @@ def simulate(
         "size": size, "pixel_size": pixel_size, "na": na, "wavelength": wavelength, "angles": angles,
         "phases": phases, "period": period, "modulation": modulation, "photons": photons,
         "background": background, "read_noise": read_noise, "density": density, "roundtrip": roundtrip,
+        "otf": None if otf is None else str(otf.resolve()),
     }
     config = named_preset(preset).replace(**{k: v for k, v in changes.items() if v is not None})
     records = []
@@ -135,13 +143,14 @@ def reconstruct(
     ] = None,
     pixel_size: PixelSizeOption = None,
     wiener: Annotated[float, typer.Option(help="Wiener parameter: larger is smoother, smaller sharper.")] = 0.05,
+    period: NominalPeriodOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Classical 2D Wiener SIM reconstruction, pattern estimated from the data by cross-correlation."""
     from microsr.sim_reconstruct import reconstruct_file
 
     found = reconstruct_file(raw, output, angles, phases, na=na, wavelength=wavelength, otf=otf,
-                             pixel_size=pixel_size, wiener=wiener, overwrite=overwrite)
+                             pixel_size=pixel_size, wiener=wiener, period=period, overwrite=overwrite)
     table = Table(title=f"pattern of {raw}" + (" (first acquisition)" if len(found) > 1 else ""))
     for column in ("angle", "direction", "period (px)", "modulation"):
         table.add_column(column)
@@ -156,19 +165,25 @@ def reconstruct(
 @sim_app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder trained with data.channels, or its .safetensors.")],
-    raw: Annotated[Path, typer.Argument(help="Raw frames: (frames, Y, X) or (T, frames, Y, X).")],
+    raw: Annotated[Path, typer.Argument(help="Raw frames: (frames, Y, X) or (T, frames, Y, X); TIFF, Zarr or MRC.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (float32).")],
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    pixel_size: PixelSizeOption = None,
+    force: Annotated[
+        bool, typer.Option(help="Predict even if the frames' pixel size differs from the model's by over 10 %.")
+    ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Apply a multi-frame SIM (or SRRF) model to every acquisition of RAW."""
-    from microsr.io import check_output, read_image, write_image
+    from microsr.io import check_output, write_image
+    from microsr.predict import check_pixel_size
     from microsr.restorer import load_model
-    from microsr.sim_reconstruct import predict_sim, sim_frames
+    from microsr.sim_reconstruct import predict_sim, read_raw, sim_frames
     from microsr.training import pick_device
 
     restorer = load_model(model)
-    image = read_image(raw)
+    image = read_raw(raw, pixel_size=pixel_size)
+    check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=False, force=force, can_rescale=False)
     frames, axes = sim_frames(image, _acquisition_frames(restorer, image))
     check_output(output, overwrite, inputs=[raw])
     results = np.stack([predict_sim(restorer, f, device=pick_device(device)) for f in frames])
@@ -209,6 +224,7 @@ def evaluate(
         int, typer.Option("--bin", help="Bin the frames by this factor first (DL-SIM's frames are 2x upsampled).")
     ] = 1,
     wiener: Annotated[float, typer.Option(help="Wiener parameter of the classical reconstruction.")] = 0.05,
+    period: NominalPeriodOption = None,
 ) -> None:
     """Compare wide-field (bicubic), classical SIM and models with a reference: PSNR, SSIM, NRMSE, resolution.
 
@@ -219,7 +235,7 @@ def evaluate(
 
     raw, raw_pixel = stack_frames(frames, binning=binning, pixel_size=pixel_size)
     rows = compare_sim(raw, reference, angles, phases, pixel_size=raw_pixel, na=na, wavelength=wavelength,
-                       models=model or [], wiener=wiener)
+                       models=model or [], wiener=wiener, period=period)
     table = Table(title=f"{reference.name} vs {len(raw)} raw frames ({raw_pixel:g} nm pixels)")
     for column in ("method", "PSNR (dB)", "SSIM", "NRMSE", "resolution (nm)"):
         table.add_column(column)

@@ -575,7 +575,9 @@ def _default_overlap(model: nn.Module) -> int:
 # --------------------------------------------------------------------------- pixel size
 
 
-def check_pixel_size(input_nm: float | None, model_nm: float | None, *, rescale: bool, force: bool) -> float | None:
+def check_pixel_size(
+    input_nm: float | None, model_nm: float | None, *, rescale: bool, force: bool, can_rescale: bool = True
+) -> float | None:
     """Compare an input's pixel size with the one the model was trained on.
 
     Parameters
@@ -587,6 +589,9 @@ def check_pixel_size(input_nm: float | None, model_nm: float | None, *, rescale:
         model's pixel size (takes precedence over ``force``).
     force
         On a mismatch, only warn.
+    can_rescale
+        Whether the caller offers ``--rescale``: SIM frames cannot be resampled (the
+        pattern would move), so the error then suggests only ``--force``.
 
     Returns
     -------
@@ -624,10 +629,11 @@ pass --rescale to resample the input to 100 nm, or --force to predict at 65 nm a
     if force:
         warnings.warn(f"{mismatch}; predicting anyway (--force), expect degraded results.", stacklevel=2)
         return None
-    raise InputError(
-        f"{mismatch}; pass --rescale to resample the input to {model_nm:g} nm, "
-        f"or --force to predict at {input_nm:g} nm anyway."
-    )
+    if can_rescale:
+        remedy = f"pass --rescale to resample the input to {model_nm:g} nm, or "
+    else:
+        remedy = f"use a model trained at {input_nm:g} nm, or pass "
+    raise InputError(f"{mismatch}; {remedy}--force to predict at {input_nm:g} nm anyway.")
 
 
 def rescale_image(image: Image, factor: float) -> Image:

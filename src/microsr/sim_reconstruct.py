@@ -64,8 +64,12 @@ _COARSE_CANDIDATES = 8  # strongest bins of the coarse cross-correlation checked
 _REFINE_POINTS = 5  # candidates per axis of each step refining the pattern frequency
 _DC_EXCLUSION = 0.1  # fraction of the cut-off around zero frequency left out of the regressions
 _MIN_PATTERN = 0.15  # the pattern frequency is searched above this fraction of the cut-off
+_PERIOD_TOLERANCE = 0.05  # a given pattern period is searched within this relative margin
 _MIN_MODULATION = 0.05  # floor for estimated modulation depths, so a weak order cannot blow up the filter
 _TAPER_PIXELS = 16  # width of the edge fade for parameter estimation
+# A measured OTF's tail under 0.5 % of its zero-frequency value is noise (rDL-SIM's otfcutoff): kept, it would
+# put the cut-off of the Priism OTFs of rDL-SIM near Nyquist instead of at 2 NA / wavelength.
+_OTF_NOISE_FLOOR = 5e-3
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,14 @@ def read_otf(path: PathLike) -> OTF:
     Returns
     -------
     OTF
-        The magnitude, normalised to 1 at zero frequency.
+        The magnitude, normalised to 1 at zero frequency; values under 0.5 % of it are
+        set to 0 (noise), which sets :attr:`OTF.cutoff`.
 
     Examples
     --------
     >>> otf = read_otf("TIRF488_cam1_0_z30_OTF2d.mrc")  # doctest: +SKIP
     >>> round(otf.cutoff * 1000, 2)  # cycles/µm  # doctest: +SKIP
-    6.55
+    5.4
     """
     path = Path(path)
     if not path.is_file():
@@ -142,7 +147,7 @@ def read_otf(path: PathLike) -> OTF:
         frequencies, values = table[:, 0], np.abs(table[:, 1])
     if values.size < 2 or not values[0] > 0 or not np.all(np.diff(frequencies) > 0):
         raise InputError(f"{path}: an OTF needs increasing frequencies from 0 and a positive value at 0.")
-    values = np.where(values > 1e-3 * values[0], values, 0.0)  # the measured tail beyond the cut-off is noise
+    values = np.where(values > _OTF_NOISE_FLOOR * values[0], values, 0.0)
     return OTF(frequencies / 1000.0, values)
 
 
@@ -258,7 +263,14 @@ class PatternParameters(NamedTuple):
 
 
 def estimate_pattern(
-    raw: np.ndarray, angles: int, phases: int, otf: OTF, pixel_size: float, *, fit_phases: bool = False
+    raw: np.ndarray,
+    angles: int,
+    phases: int,
+    otf: OTF,
+    pixel_size: float,
+    *,
+    fit_phases: bool = False,
+    period: float | None = None,
 ) -> PatternParameters:
     """Estimate the pattern frequency, phases and modulation of each angle from raw frames.
 
@@ -275,6 +287,11 @@ def estimate_pattern(
     fit_phases : bool
         Estimate each frame's phase (for instruments whose phase steps are not even);
         by default the steps are ``2π / phases`` and only each angle's offset is estimated.
+    period : float, optional
+        The instrument's nominal pattern period, nm (for two-beam SIM, excitation
+        wavelength / (2 × excitation NA)). The pattern frequency is then searched within
+        ±5 % of it rather than over the whole pass band: at low signal, where the
+        orders' overlap is weak, this keeps structure from being taken for the pattern.
 
     Returns
     -------
@@ -294,6 +311,13 @@ def estimate_pattern(
     spectra = np.fft.fft2((raw - raw.mean()) * window)
     fy, fx = np.fft.fftfreq(height)[:, None], np.fft.fftfreq(width)[None, :]
     cutoff = otf.cutoff * pixel_size
+    band = (_MIN_PATTERN * cutoff, cutoff)
+    if period is not None:
+        if not period > 2 * pixel_size:
+            raise InputError(
+                f"period={period!r} nm: a pattern period must exceed two pixels ({2 * pixel_size:g} nm) to be sampled."
+            )
+        band = (pixel_size / period * (1 - _PERIOD_TOLERANCE), pixel_size / period * (1 + _PERIOD_TOLERANCE))
     otf_at = _otf_in_pixels(otf, pixel_size)
     h = otf_at(np.hypot(fy, fx))
     nominal = 2 * np.pi * np.arange(phases) / phases
@@ -301,7 +325,7 @@ def estimate_pattern(
     for a in range(angles):
         stack = spectra[a * phases : (a + 1) * phases]
         zero, plus = _separate(stack, nominal)[:2]
-        k = _find_carrier(zero, plus, otf_at, fy, fx, cutoff)
+        k = _find_carrier(zero, plus, otf_at, fy, fx, cutoff, band)
         frame_phases = nominal
         if fit_phases:
             weight = _dc_notch(fy, fx, k, cutoff)
@@ -351,9 +375,9 @@ def _shift_spectrum(spectra: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 def _find_carrier(
     zero: np.ndarray, plus: np.ndarray, otf_at: Callable[[np.ndarray], np.ndarray], fy: np.ndarray, fx: np.ndarray,
-    cutoff: float,
+    cutoff: float, band: tuple[float, float],
 ) -> np.ndarray:
-    """Pattern frequency: peak of the cross-correlation of the 0 and +1 orders, then refined sub-pixel.
+    """Pattern frequency: peak of the cross-correlation of the 0 and +1 orders in ``band``, then refined sub-pixel.
 
     The coarse peak is the best of the strongest FFT bins; the refinement maximises the correlation of
     the +1 order shifted back by ``q`` with the 0 order over the frequencies both carry
@@ -364,7 +388,7 @@ def _find_carrier(
     deconvolve = np.where(radius < cutoff, h / (h**2 + 0.01), 0.0)
     product = np.conj(np.fft.ifft2(zero * deconvolve)) * np.fft.ifft2(plus * deconvolve)
     correlation = np.abs(np.fft.fft2(product))
-    correlation[(radius < _MIN_PATTERN * cutoff) | (radius > cutoff)] = 0.0
+    correlation[(radius < band[0]) | (radius > band[1])] = 0.0
     # Structure can raise side peaks of this coarse correlation: the strongest few are judged by the overlap.
     peaks = np.argsort(correlation, axis=None)[-_COARSE_CANDIDATES:]
     candidates = [np.array([fy[iy, 0], fx[0, ix]]) for iy, ix in zip(*np.unravel_index(peaks, correlation.shape))]
@@ -426,6 +450,7 @@ def reconstruct_sim(
     otf: OTF,
     wiener: float = 0.05,
     parameters: PatternParameters | None = None,
+    period: float | None = None,
 ) -> tuple[np.ndarray, PatternParameters]:
     """Classical 2D Wiener SIM reconstruction of one acquisition, on a grid twice as fine.
 
@@ -444,6 +469,9 @@ def reconstruct_sim(
         Wiener parameter: larger is smoother and less noisy, smaller sharper.
     parameters : PatternParameters, optional
         Pattern to use; default: estimated from ``raw`` (:func:`estimate_pattern`).
+    period : float, optional
+        Nominal pattern period (nm) to search near when estimating the pattern
+        (see :func:`estimate_pattern`).
 
     Returns
     -------
@@ -464,7 +492,7 @@ def reconstruct_sim(
     if not wiener > 0:
         raise InputError(f"wiener={wiener!r}: give a positive Wiener parameter, e.g. 0.05.")
     if parameters is None:
-        parameters = estimate_pattern(raw, angles, phases, otf, pixel_size)
+        parameters = estimate_pattern(raw, angles, phases, otf, pixel_size, period=period)
     height, width = raw.shape[-2:]
     padded, pad = _fade_pad(raw)
     big = (2 * padded.shape[1], 2 * padded.shape[2])
@@ -525,6 +553,7 @@ def reconstruct_file(
     otf: PathLike | None = None,
     pixel_size: float | None = None,
     wiener: float = 0.05,
+    period: float | None = None,
     overwrite: bool = False,
 ) -> list[PatternParameters]:
     """Reconstruct every acquisition of a raw SIM file into ``output`` (float32, half the pixel size).
@@ -546,6 +575,8 @@ def reconstruct_file(
         Raw pixel size, nm; needed when the file does not record it.
     wiener
         Wiener parameter.
+    period
+        Nominal pattern period, nm, to search near (see :func:`estimate_pattern`).
     overwrite
         Replace an existing output.
 
@@ -569,7 +600,7 @@ def reconstruct_file(
         raise InputError("give the OTF: --na and --wavelength for the ideal OTF, or --otf FILE for a measured one.")
     frames, axes = sim_frames(image, angles * phases)
     check_output(output, overwrite, inputs=[source])
-    results = [reconstruct_sim(f, angles, phases, pixel_size=image.pixel_size, otf=model, wiener=wiener)
+    results = [reconstruct_sim(f, angles, phases, pixel_size=image.pixel_size, otf=model, wiener=wiener, period=period)
                for f in frames]
     stack = np.stack([r[0] for r in results]) if axes.startswith("T") else results[0][0]
     write_image(output, stack, axes=axes, pixel_size=image.pixel_size / 2, overwrite=overwrite, inputs=[source])
@@ -692,6 +723,7 @@ def compare_sim(
     wavelength: float,
     models: Sequence[Any] = (),
     wiener: float = 0.05,
+    period: float | None = None,
 ) -> list[dict[str, Any]]:
     """Score wide-field, classical SIM and trained models against a reference reconstruction.
 
@@ -717,6 +749,8 @@ def compare_sim(
         Trained models (folders, files or Restorers) applied with :func:`predict_sim`.
     wiener : float
         Wiener parameter of the classical reconstruction.
+    period : float, optional
+        Nominal pattern period (nm) for its pattern estimate (see :func:`estimate_pattern`).
 
     Returns
     -------
@@ -748,7 +782,7 @@ def compare_sim(
     if scale == 2:
         otf = OTF.model(na, wavelength)
         results["classical Wiener SIM"] = reconstruct_sim(raw, angles, phases, pixel_size=pixel_size, otf=otf,
-                                                          wiener=wiener)[0]
+                                                          wiener=wiener, period=period)[0]
     for model in models:
         results[Path(str(getattr(model, "path", model))).name] = predict_sim(model, raw)
     reference_n = normalize_percentile(target)

@@ -13,6 +13,9 @@ repository holds the configuration and command that trained it.
 - ``srrf5``: 5 frames of a dense blinking stack (64 x 64 frames of 100 nm, EMCCD) to the
   eSRRF image (x2) of 361 frames, trained on ``deepstorm-test`` simulations
   (``configs/srrf5.yaml``).
+- ``tirf9``: TIRF-SIM (``resunet_small``, x2): 9 raw frames (3 angles x 3 phases, 62.6 nm
+  pixels, a 180 nm pattern) to the SIM image at 31.3 nm, trained on fields simulated
+  through the measured 488 nm OTF of rDL-SIM's microscope (``configs/tirf9.yaml``).
 
 Any command or function that takes a model accepts these names, e.g.
 ``microsr sim evaluate ... --model sim_lowlight``.
@@ -31,7 +34,7 @@ from microsr.errors import InputError
 
 __all__ = ["PRETRAINED", "pretrained_path"]
 
-PRETRAINED = ("smlm", "sim_lowlight", "srrf5")
+PRETRAINED = ("smlm", "sim_lowlight", "srrf5", "tirf9")
 """Names of the shipped models."""
 
 

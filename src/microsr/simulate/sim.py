@@ -10,15 +10,15 @@ the camera's (the *target grid*, ``pixel_size / 2``):
    2πp / phases)`` with ``|k_a| = 1 / period``, the angles evenly spaced over 180°
    from a random offset, and a random phase ``φ_a`` per angle.
 3. **Optics**: ``S`` times the illumination, blurred by the wide-field OTF of a
-   circular pupil (cut-off ``2 NA / wavelength``), integrated over 2 x 2 target pixels
-   (the camera pixel).
+   circular pupil (cut-off ``2 NA / wavelength``) or by a measured OTF, integrated over
+   2 x 2 target pixels (the camera pixel).
 4. **Camera**: scaled so that the bright structure (the 99.9th percentile of the
    wide-field image) receives ``photons`` per pixel and frame, plus ``background``
    photons; Poisson noise, Gaussian read noise (electrons rms), one count per
    photoelectron above ``base_level``, rounded to uint16.
 
 The **target** is ``S`` blurred by the OTF of a pupil whose cut-off is extended by the
-pattern frequency (``2 NA / wavelength + 1 / period``): the resolution an ideal SIM
+pattern frequency (wide-field cut-off ``+ 1 / period``): the resolution an ideal SIM
 reconstruction reaches, without its noise or artefacts, so models can be trained
 without any real reconstruction. Frames are ordered angle-major: frame ``a * phases + p``.
 
@@ -30,6 +30,7 @@ used to bring its raw frames to the target grid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -104,12 +105,17 @@ class SIMSimulation:
         Camera pixel size in the sample plane, nm.
     na, wavelength
         Numerical aperture and emission wavelength (nm) of the wide-field OTF.
+    otf
+        A measured radial OTF file to blur with instead (``.mrc`` or CSV, see
+        :func:`microsr.sim_reconstruct.read_otf`); its cut-off replaces ``2 NA / wavelength``.
     angles, phases
         Pattern orientations (evenly spaced over 180°) and phase steps per orientation
         (evenly spaced over 360°).
     period
-        Illumination pattern period, nm; must be coarser than the wide-field
-        resolution ``wavelength / (2 NA)`` so the pattern passes the optics.
+        Illumination pattern period, nm; its frequency must be under twice the
+        wide-field cut-off, so that the ±1 orders overlap the 0 order. It may exceed
+        the cut-off itself: TIRF-SIM forms its pattern at the shorter excitation
+        wavelength.
     modulation
         Modulation depth ``m`` of the pattern (0-1].
     photons
@@ -142,10 +148,10 @@ class SIMSimulation:
     >>> config = SIMSimulation(size=64, angles=3, phases=5)
     >>> config.frames, round(config.resolution_gain, 2)
     (15, 1.44)
-    >>> SIMSimulation(period=150.0)
+    >>> SIMSimulation(period=100.0)
     Traceback (most recent call last):
     ...
-    microsr.errors.InputError: period=(150.0, 150.0) nm is finer than the wide-field resolution wavelength / (2 NA) = 218.8 nm, so the optics cannot pass the pattern; use a longer period or a higher NA.
+    microsr.errors.InputError: period=(100.0, 100.0) nm is under half the wide-field resolution (218.8 nm): the ±1 orders would not overlap the 0 order, so no reconstruction could find the pattern; use a longer period or a higher NA.
     """
 
     size: int = 128
@@ -165,6 +171,7 @@ class SIMSimulation:
     width: float = 40.0
     haze: tuple[float, float] = (0.0, 0.08)
     roundtrip: int = 1
+    otf: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("size", "angles", "phases", "roundtrip"):
@@ -193,16 +200,19 @@ class SIMSimulation:
                 raise InputError(f"{name}={value!r}: give {expected}.")
         if self.modulation[1] > 1:
             raise InputError(f"modulation={self.modulation!r}: a modulation depth is at most 1.")
-        finest = 1.0 / cutoff_frequency(self.na, self.wavelength)
-        if self.period[0] <= finest:
+        if self.otf is not None:
+            object.__setattr__(self, "otf", str(self.otf))
+        finest = 1.0 / self.cutoff
+        if self.period[0] <= finest / 2:
             raise InputError(
-                f"period={self.period!r} nm is finer than the wide-field resolution wavelength / (2 NA) = "
-                f"{finest:.1f} nm, so the optics cannot pass the pattern; use a longer period or a higher NA."
+                f"period={self.period!r} nm is under half the wide-field resolution ({finest:.1f} nm): the ±1 orders "
+                "would not overlap the 0 order, so no reconstruction could find the pattern; use a longer period or "
+                "a higher NA."
             )
-        if 0.5 / self.pixel_size < cutoff_frequency(self.na, self.wavelength) / 2:
+        if 0.5 / self.pixel_size < self.cutoff / 2:
             raise InputError(
-                f"pixel_size={self.pixel_size:g} nm is too coarse for NA {self.na:g} at {self.wavelength:g} nm: "
-                "SIM needs at least half the Nyquist rate of the wide-field cut-off; use smaller pixels."
+                f"pixel_size={self.pixel_size:g} nm is too coarse for a wide-field cut-off of {self.cutoff * 1000:.2f} "
+                "cycles/µm: SIM needs at least half the Nyquist rate of the wide-field cut-off; use smaller pixels."
             )
 
     @property
@@ -212,8 +222,20 @@ class SIMSimulation:
 
     @property
     def cutoff(self) -> float:
-        """Wide-field OTF cut-off, cycles per nm."""
-        return cutoff_frequency(self.na, self.wavelength)
+        """Wide-field OTF cut-off, cycles per nm: the measured OTF's, or ``2 NA / wavelength``."""
+        return _measured_otf(self.otf).cutoff if self.otf else cutoff_frequency(self.na, self.wavelength)
+
+    def wide_field_otf(self, frequency: np.ndarray) -> np.ndarray:
+        """The wide-field OTF at ``frequency`` (cycles per nm): the measured one, or the ideal pupil's.
+
+        Examples
+        --------
+        >>> SIMSimulation().wide_field_otf(np.array([0.0, 1 / 218.75])).round(3).tolist()
+        [1.0, 0.0]
+        """
+        if self.otf:
+            return _measured_otf(self.otf)(frequency)
+        return ideal_otf(np.abs(frequency) / self.cutoff)
 
     @property
     def resolution_gain(self) -> float:
@@ -241,8 +263,9 @@ class SIMSimulation:
         return "\n".join([
             f"{self.size} × {self.size} px of {self.pixel_size:g} nm, {self.angles} angles × {self.phases} phases, "
             f"period {show_range(self.period)} nm, modulation {show_range(self.modulation)}",
-            f"NA {self.na:g} at {self.wavelength:g} nm (resolution {self.wavelength / (2 * self.na):.0f} nm "
-            f"wide-field, about {self.wavelength / (2 * self.na) / self.resolution_gain:.0f} nm SIM)",
+            (f"measured OTF {self.otf}" if self.otf else f"NA {self.na:g} at {self.wavelength:g} nm")
+            + f" (resolution {1 / self.cutoff:.0f} nm wide-field, about {1 / self.cutoff / self.resolution_gain:.0f}"
+            " nm SIM)",
             f"{show_range(self.photons)} photons at the bright structure, background {show_range(self.background)} photons, "
             f"read noise {self.read_noise:g} e-, base level {self.base_level:g}",
             f"filaments {show_range(self.density)} µm/µm², persistence {show_range(self.persistence)} µm, width "
@@ -327,7 +350,7 @@ def simulate_field(config: SIMSimulation, seed: Seed = None) -> SIMField:
     """
     rng = np.random.default_rng(seed)
     fine = config.pixel_size / 2.0
-    pad = math.ceil(2.0 * config.wavelength / config.na / fine)
+    pad = math.ceil(4.0 / config.cutoff / fine)  # two PSF widths: 2 wavelength / NA for the ideal pupil
     side = 2 * config.size + 2 * pad
     structure = _structure(config, side, fine, rng)
 
@@ -339,7 +362,7 @@ def simulate_field(config: SIMSimulation, seed: Seed = None) -> SIMField:
     k = np.stack([np.sin(np.radians(angles)), np.cos(np.radians(angles))], axis=1) / period  # (ky, kx) cycles/nm
 
     fy, fx = _frequencies((side, side), fine)
-    wide_field = ideal_otf(np.hypot(fy, fx) / config.cutoff)
+    wide_field = config.wide_field_otf(np.hypot(fy, fx))
     # Target-grid coordinates (nm) with raw pixel j spanning target pixels 2j, 2j + 1 inside the crop.
     y = (np.arange(side) - pad)[:, None] * fine
     x = (np.arange(side) - pad)[None, :] * fine
@@ -368,6 +391,13 @@ def simulate_field(config: SIMSimulation, seed: Seed = None) -> SIMField:
         "photons": photons, "background": background, "k": (k * config.pixel_size).tolist(),
     }
     return SIMField(raw, target.astype(np.float32), structure[pad:-pad, pad:-pad].astype(np.float32), parameters)
+
+
+@functools.lru_cache(maxsize=4)
+def _measured_otf(path: str) -> Any:
+    from microsr.sim_reconstruct import read_otf  # it imports this module
+
+    return read_otf(path)
 
 
 def _bicubic_roundtrip(frames: np.ndarray, factor: int) -> np.ndarray:
