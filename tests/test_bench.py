@@ -20,6 +20,11 @@ def test_bench_reports_consistent_throughput_and_fraction_of_peak(capsys, tmp_pa
     expected = result["predict_mps"] * 1e6 * result["flops_per_output_pixel"] / (result["conv_peak_fp32"] * 1e12)
     assert result["predict_fraction_of_peak"] == pytest.approx(expected, rel=1e-6)
     assert 0 < result["predict_fraction_of_peak"] < 1.5
+    # The network alone on one tile with its context computes the same FLOPs per pixel; the tiles' overlap
+    # only adds work (at --size 64 the whole image is one tile plus its context).
+    assert result["network_fraction_of_peak"] == pytest.approx(
+        result["network_mps"] * 1e6 * result["flops_per_output_pixel"] / (result["conv_peak_fp32"] * 1e12), rel=1e-6)
+    assert result["tiling_work"] > 1
     assert "MP/s" in captured.out and "TFLOP/s" in captured.out
 
 

@@ -106,3 +106,18 @@ def test_msssim_is_computed_in_float32_under_bfloat16_autocast():
     assert value.dtype == torch.float32
     assert torch.allclose(value, ms_ssim(prediction.bfloat16().float(), target), atol=1e-6)
     assert abs(value - expected) < 1e-2
+
+
+def test_ms_ssim_after_inference_mode_still_trains():
+    """Scoring under inference mode (prediction, benchmarks) first must not break a later training step."""
+    from microsr.losses import ms_ssim
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 72, 72, generator=generator)  # a size no other test uses, so nothing is cached
+    y = (x + 0.1 * torch.rand(2, 1, 72, 72, generator=generator)).clamp(0, 1)
+    with torch.inference_mode():
+        scored = ms_ssim(x, y)
+    x.requires_grad_(True)
+    loss = 1 - ms_ssim(x, y).mean()
+    loss.backward()
+    assert torch.allclose(scored, ms_ssim(x.detach(), y)) and x.grad.abs().sum() > 0

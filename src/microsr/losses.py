@@ -84,6 +84,7 @@ def msssim_scales(size: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: one made in inference mode could not enter a later training step
 def _gaussian_rows(size: int, win: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``(size - win + 1, size)`` matrix whose row ``i`` is the Gaussian window placed at ``i``."""
     coords = torch.arange(win, dtype=dtype, device=device) - win // 2
