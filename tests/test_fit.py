@@ -213,6 +213,10 @@ def test_cli_fits_noise_from_lr_alone(capsys, tmp_path):
     assert code == 0, err
     assert load_degradation(output).scale == 2
     assert "var =" in out and "noise model" in output.read_text()
+    # Training with the file follows its scale unless told otherwise, also from a config file beside it.
+    (tmp_path / "run.yaml").write_text("data: {hr: [hr.tif]}\ndegradation: noise.yaml\n")
+    assert load_config(tmp_path / "run.yaml").scale == 2
+    assert load_config({"data": {"hr": ["hr.tif"]}, "degradation": str(output), "scale": 4}).scale == 4
 
 
 def _unmatched(lr, hr):

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from microsr.degrade import PRESETS as DEGRADATION_PRESETS
 from microsr.errors import InputError
 from microsr.pretrained import PRETRAINED
 from microsr.simulate.smlm import SMLMSimulation, preset
@@ -186,6 +187,21 @@ class RunConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _scale_of_a_degradation_file(self) -> RunConfig:
+        """A degradation file (e.g. from ``microsr fit-degradation``) sets the scale unless one is given.
+
+        Its blur is in HR pixels and its noise in LR units at its own factor; the default
+        of 4 would silently refit a x2 file to x4.
+        """
+        preset = isinstance(self.degradation, str) and self.degradation in DEGRADATION_PRESETS
+        if "scale" in self.model_fields_set or preset:
+            return self
+        from microsr.degrade import load_degradation
+
+        object.__setattr__(self, "scale", load_degradation(self.degradation).scale)
+        return self
+
+    @model_validator(mode="after")
     def _geometry(self) -> RunConfig:
         if self.scale not in (1, 2, 4, 8):
             raise ValueError(f"scale {self.scale}: use 1, 2, 4 or 8")
@@ -197,9 +213,9 @@ class RunConfig(_Strict):
 def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> RunConfig:
     """Validate a run configuration from a dict, a YAML/JSON file, or pass a RunConfig through.
 
-    Relative paths in a file (images, and ``model.init`` unless it names a shipped
-    model) are taken relative to the file's folder, so a config and its data can move
-    together.
+    Relative paths in a file (images, a degradation file, and ``model.init`` unless it
+    names a shipped model) are taken relative to the file's folder, so a config and its
+    data can move together. A degradation file sets ``scale`` when the run does not.
 
     Parameters
     ----------
@@ -253,4 +269,7 @@ def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     model = dict(raw.get("model") or {})
     if isinstance(model.get("init"), str) and model["init"] not in PRETRAINED:
         model["init"] = str(folder / model["init"])
+    degradation = raw.get("degradation")
+    if isinstance(degradation, str) and degradation not in DEGRADATION_PRESETS:
+        raw = {**raw, "degradation": str(folder / degradation)}
     return {**raw, **({"data": data} if data else {}), **({"model": model} if model else {})}
