@@ -321,6 +321,21 @@ def test_paired_images_tiles_correspond():
         torch.testing.assert_close(inp, pooled)
 
 
+def test_paired_images_accept_the_lr_that_degradation_makes_of_an_odd_hr():
+    """A 601-pixel HR degrades to 151 LR pixels at x4 (rounded up): the pair trains on 150 of them."""
+    from microsr.degrade import Degradation, Downsample
+
+    hr = noise((601, 203))
+    lr = Degradation((Downsample(4),))(hr)
+    assert lr.shape == (151, 51)
+    ds = PairedImages(make_image(lr, "YX", "lr.tif"), make_image(hr, "YX", "hr.tif"), scale=4, tile=32,
+                      samples_per_epoch=20, augment=False, normalizer=PercentileNormalizer(lo=0.0, hi=1.0))
+    assert max(r.y1 for _, r in ds.regions) <= 600 and max(r.x1 for _, r in ds.regions) <= 200
+    for i in range(len(ds)):
+        inp, target = ds[i]
+        torch.testing.assert_close(inp, target.reshape(1, 8, 4, 8, 4).mean(dim=(2, 4)))
+
+
 def test_paired_images_shape_mismatch_names_both_files():
     lr = make_image(noise((64, 64)), "YX", "small.tif")
     hr = make_image(noise((250, 256)), "YX", "big.tif")

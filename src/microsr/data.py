@@ -809,22 +809,25 @@ class PairedImages(_TiledPairs):
 
 
 def _paired_shape(lr: Image, hr: Image, scale: int, channel_axis: str | None = None) -> tuple[int, int]:
-    """HR YX shape used for tiling (LR shape x scale), or InputError on a mismatch.
+    """HR YX shape used for tiling, or InputError on a mismatch.
 
-    With ``channel_axis`` (frames as channels), the LR image's axis of that name has no
-    HR counterpart and is left out of the comparison of leading axes.
+    HR may differ from LR x scale by less than ``scale`` pixels either way: cameras crop
+    HR to whole LR pixels, while :class:`~microsr.degrade.Degradation` rounds LR up
+    (a 601-pixel HR gives 151 LR pixels at x4). Tiles cover the whole LR pixels that
+    both hold. With ``channel_axis`` (frames as channels), the LR image's axis of that
+    name has no HR counterpart and is left out of the comparison of leading axes.
     """
     expected = (lr.shape[-2] * scale, lr.shape[-1] * scale)
     excess = (hr.shape[-2] - expected[0], hr.shape[-1] - expected[1])
     lead = [n for a, n in zip(lr.axes[:-2], lr.shape[:-2]) if a != channel_axis]
-    if tuple(lead) != hr.shape[:-2] or not all(0 <= d < scale for d in excess):
+    if tuple(lead) != hr.shape[:-2] or not all(-scale < d < scale for d in excess):
         frames = f" besides the frames along {channel_axis}" if channel_axis else ""
         raise InputError(
             f"LR {_name(lr)} (axes {lr.axes}, shape {lr.shape}) and HR {_name(hr)} (axes {hr.axes}, shape "
             f"{hr.shape}) do not match at scale {scale}: HR YX should be {expected[0]}x{expected[1]} and the "
             f"leading axes{frames} equal. Check the pairing order and the scale."
         )
-    return expected
+    return (min(expected[0], hr.shape[-2] // scale * scale), min(expected[1], hr.shape[-1] // scale * scale))
 
 
 def _check_channels(channels: Sequence[int], frames: int) -> tuple[int, ...]:
