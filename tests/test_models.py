@@ -122,6 +122,18 @@ def test_receptive_field_ignores_zero_weights():
     assert receptive_field(conv) == 2
 
 
+def test_receptive_field_is_measured_once_per_architecture(monkeypatch):
+    from microsr.models import analysis
+
+    calls = []
+    measure = analysis._measure_receptive_field
+    monkeypatch.setattr(analysis, "_measure_receptive_field", lambda *args: calls.append(args) or measure(*args))
+    first = receptive_field(create_model("unet", widths=[4, 8], scale=2))
+    # Another model of the same architecture (e.g. the next training run) reuses it; another architecture does not.
+    assert receptive_field(create_model("unet", widths=[4, 8], scale=2)) == first and len(calls) == 1
+    assert receptive_field(create_model("unet", widths=[4, 8, 16], scale=2)) > first and len(calls) == 2
+
+
 def test_receptive_field_warns_for_global_models():
     class GlobalMean(nn.Module):
         def forward(self, x):

@@ -25,7 +25,7 @@ import torch
 
 from microsr.allocator import reuse_freed_memory
 from microsr.losses import get_loss
-from microsr.models import create_model, model_cost
+from microsr.models import create_model, model_cost, to_channels_last
 from microsr.precision import autocast, resolve_precision
 from microsr.predict import DEFAULT_TILE, Predictor
 
@@ -154,7 +154,7 @@ def run_bench(
     predict_seconds = _seconds_per_call(lambda: predictor.predict(image), repeats=repeats)
     predict_mps = (size * scale) ** 2 / predict_seconds / 1e6
     side = min(tile, size) + 2 * predictor.overlap
-    one_tile = torch.rand(1, 1, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    one_tile = to_channels_last(torch.rand(1, 1, side, side, device=device))
 
     def forward() -> None:
         with torch.inference_mode(), autocast(device, dtype):
@@ -168,7 +168,7 @@ def run_bench(
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))  # as training
     loss_fn = get_loss("msssim_l1")
     lr_tile = train_tile // scale
-    inputs = torch.rand(batch_size, 1, lr_tile, lr_tile, device=device).contiguous(memory_format=torch.channels_last)
+    inputs = to_channels_last(torch.rand(batch_size, 1, lr_tile, lr_tile, device=device))
     targets = torch.rand(batch_size, 1, train_tile, train_tile, device=device)
 
     def step() -> None:

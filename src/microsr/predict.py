@@ -45,7 +45,7 @@ from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
-from microsr.models import receptive_field
+from microsr.models import receptive_field, to_channels_last
 from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
 
@@ -478,7 +478,7 @@ class Predictor:
                 allocated = torch.cuda.memory_allocated(self.device)
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 batch = torch.from_numpy(np.stack(tiles[start : start + size])).to(self.device)
-                result = self.model(batch.contiguous(memory_format=torch.channels_last))
+                result = self.model(to_channels_last(batch))
             if measure:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)

@@ -43,6 +43,7 @@ from torch import nn
 from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, atomic_output, check_output, find_images, read_image, write_image
+from microsr.models import to_channels_last
 from microsr.localize import Score, localize, score, write_localizations
 from microsr.precision import autocast, resolve_precision
 from microsr.pretrained import pretrained_path
@@ -323,7 +324,7 @@ def reconstruct(
         block = np.asarray(image.data[start : start + batch_size].compute(scheduler="synchronous"), np.float32)
         inputs = torch.from_numpy(normalizer(block)[:, None]).to(device)
         with torch.inference_mode(), autocast(device, dtype):
-            outputs = net(inputs.contiguous(memory_format=torch.channels_last))[:, 0].float().clamp_min(0).cpu().numpy()
+            outputs = net(to_channels_last(inputs))[:, 0].float().clamp_min(0).cpu().numpy()
         total += outputs.sum(axis=0)
         table = localize(outputs, fine, threshold, radius=PEAK_RADIUS)
         table["frame"] += start

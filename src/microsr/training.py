@@ -43,7 +43,7 @@ from microsr.errors import InputError
 from microsr.io import atomic_output, find_images, read_image
 from microsr.localize import localize, score
 from microsr.losses import get_loss, ms_ssim
-from microsr.models import create_model, receptive_field
+from microsr.models import create_model, receptive_field, to_channels_last
 from microsr.precision import autocast, resolve_precision
 from microsr.reconstruct import PEAK_RADIUS, SimulatedFrames, best_threshold, simulation_normalizer
 
@@ -170,7 +170,7 @@ def train(
                 fraction = run["seconds"] / budget if budget else run["step"] / total_steps
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(cfg.train.lr, min(fraction, 1.0), cfg.train.schedule)
-                inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                inputs = to_channels_last(inputs.to(device, non_blocking=True))
                 targets = targets.to(device, non_blocking=True)
                 with autocast(device, dtype):
                     prediction = net(inputs)
@@ -275,7 +275,7 @@ def _smlm_validation(
     outputs = []
     for inputs, _ in DataLoader(smlm.val, batch_size=batch_size):
         with autocast(device, dtype):
-            outputs.append(net(inputs.to(device).contiguous(memory_format=torch.channels_last))[:, 0].float().cpu())
+            outputs.append(net(to_channels_last(inputs.to(device)))[:, 0].float().cpu())
     outputs = torch.cat(outputs).numpy()
     threshold, result = best_threshold(outputs, smlm.truth, smlm.pixel_size)
     wide = score(localize(outputs, smlm.pixel_size, threshold, radius=PEAK_RADIUS), smlm.truth, 250.0)
@@ -317,7 +317,7 @@ def _validate(net: nn.Module, val_set: Any, loss_fn: nn.Module, device: torch.de
     losses, psnrs, ssims = [], [], []
     for inputs, targets in DataLoader(val_set, batch_size=batch_size):
         with autocast(device, dtype):
-            prediction = net(inputs.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+            prediction = net(to_channels_last(inputs.to(device))).float().cpu()
         losses.append(loss_fn(prediction, targets).item())
         psnrs.extend(_psnr(prediction, targets).tolist())
         ssims.append(_ssim(prediction, targets))

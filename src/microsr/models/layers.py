@@ -162,10 +162,36 @@ class Conv2d(nn.Conv2d):
         missing = _MIN_CHANNELS - self.in_channels
         if missing <= 0 or self.groups != 1:
             return super().forward(x)
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        # The layout PyTorch would have chosen: later layers (BatchNorm over near-constant channels)
+        # can be sensitive to the order of summation that the layout sets.
+        layout = torch.channels_last if _channels_last(x) or _channels_last(self.weight) else torch.contiguous_format
         padded = x.new_zeros(x.shape[0], _MIN_CHANNELS, *x.shape[2:]).contiguous(memory_format=layout)
         padded[:, : self.in_channels] = x
-        return self._conv_forward(padded, F.pad(self.weight, (0, 0, 0, 0, 0, missing)), self.bias)
+        weight = F.pad(self.weight, (0, 0, 0, 0, 0, missing)).contiguous(memory_format=layout)
+        return self._conv_forward(padded, weight, self.bias)
+
+
+def to_channels_last(x: Tensor) -> Tensor:
+    """``x`` in ``channels_last`` layout, with its strides saying so even for one channel.
+
+    With one channel both layouts are the same memory, and ``x.contiguous(memory_format=
+    torch.channels_last)`` keeps the NCHW strides; PyTorch's kernels read the layout from
+    the strides, so the first layers of a grey-image model then ran in NCHW.
+
+    Examples
+    --------
+    >>> to_channels_last(torch.zeros(2, 1, 4, 5)).stride()
+    (20, 1, 5, 1)
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 4 and x.shape[1] == 1:
+        x = x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
+    return x
+
+
+def _channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is in channels_last layout; with one channel both layouts are contiguous and its strides tell."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and t.stride(1) <= t.stride(-1)
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
