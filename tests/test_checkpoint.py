@@ -74,3 +74,13 @@ def test_missing_and_mismatched_weights_are_named(tmp_path):
         load_state_into(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 1, 3)), state, "ckpt")
     with pytest.raises(InputError, match="another architecture"):
         load_state_into(nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 1, 3)), state, "ckpt")
+
+
+def test_a_folder_named_like_a_shipped_model_says_what_it_hides(tmp_path, monkeypatch):
+    from microsr.checkpoint import checkpoint_path
+
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_path("tirf9").name == "tirf9.safetensors"  # the shipped model, as no such file is here
+    (tmp_path / "tirf9").mkdir()  # e.g. the folder its simulated training data went to
+    with pytest.raises(InputError, match=r"hides the shipped model 'tirf9': give its file, .*tirf9\.safetensors"):
+        checkpoint_path("tirf9")

@@ -84,7 +84,13 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
         for name in ("best.safetensors", "last.safetensors"):
             if (path / name).is_file():
                 return path / name
-        raise InputError(f"{path}: no best.safetensors or last.safetensors in this folder; is it a model folder?")
+        shadowed = (
+            f" The folder hides the shipped model {path.name!r}: give its file, {pretrained_path(path.name)}."
+            if str(path) in PRETRAINED else ""
+        )
+        raise InputError(
+            f"{path}: no best.safetensors or last.safetensors in this folder; is it a model folder?{shadowed}"
+        )
     return path
 
 
