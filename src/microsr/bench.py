@@ -28,6 +28,7 @@ from microsr.losses import get_loss
 from microsr.models import create_model, model_cost, to_channels_last
 from microsr.precision import autocast, resolve_precision
 from microsr.predict import DEFAULT_TILE, Predictor
+from microsr.training import adamw
 
 __all__ = ["BenchResult", "conv_peak", "run_bench"]
 
@@ -165,7 +166,7 @@ def run_bench(
     network_mps = (side * scale) ** 2 / _seconds_per_call(forward, repeats=repeats) / 1e6
 
     net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))  # as training
+    optimizer = adamw(net.parameters(), lr=1e-4, weight_decay=0.01, device=device)
     loss_fn = get_loss("msssim_l1")
     lr_tile = train_tile // scale
     inputs = to_channels_last(torch.rand(batch_size, 1, lr_tile, lr_tile, device=device))

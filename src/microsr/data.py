@@ -448,10 +448,11 @@ class _Stack:
                 f"{image.axes}. Use frames=1, or frame_axis='T', 'Z' or 'C' to match the image."
             )
         axis = image.axes.index(frame_axis) if frame_axis in image.axes[:-2] else None
-        if not normalizer.fitted:
-            normalizer = normalizer.fit(image)
         small = image.data.nbytes <= IN_MEMORY_BYTES
-        return cls(image, axis, normalizer, image.data.compute(scheduler="synchronous") if small else image.data)
+        pixels = image.data.compute(scheduler="synchronous") if small else image.data
+        if not normalizer.fitted:  # from the loaded pixels when small: the file is read once
+            normalizer = normalizer.fit(image.replace(data=pixels) if small else image)
+        return cls(image, axis, normalizer, pixels)
 
     @property
     def n_frames(self) -> int:

