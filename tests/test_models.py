@@ -9,8 +9,8 @@ from torch import nn
 
 from microsr.errors import InputError
 from microsr.models import create_model, list_models, model_cost, receptive_field
-from microsr.models.layers import pixel_shuffle, relu_
-from microsr.models.resunet import ResUNet
+from microsr.models.layers import UpConv, pixel_shuffle, relu_
+from microsr.models.resunet import ResUNet, bicubic
 
 BUILTINS = ["resunet", "resunet_small", "unet"]
 
@@ -262,3 +262,52 @@ def test_resunet_bf16_inference_equals_the_autograd_path():
             fast = model(x)
     assert reference.requires_grad and not fast.requires_grad
     assert torch.equal(fast, reference.detach())
+
+
+@pytest.mark.parametrize("name", ["resunet", "unet"])
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_crop_leaves_out_the_border_of_the_full_output(name, scale):
+    """``model(x, crop=c)`` is ``model(x)`` without ``c`` input pixels along each edge, for any
+    size (the U-Net pads to its pooling grid) and crops smaller than the upsampling's reach."""
+    model = _randomise(create_model(name, in_channels=3, scale=scale, widths=(4, 8, 16, 16))).double()
+    generator = torch.Generator().manual_seed(scale)
+    for (h, w), crop in [((64, 64), 10), ((67, 53), 9), ((37, 41), 1), ((40, 45), 2)]:
+        x = torch.rand(2, 3, h, w, generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            full, cropped = model(x), model(x, crop=crop)
+        edge = crop * scale
+        assert cropped.shape == (2, 1, (h - 2 * crop) * scale, (w - 2 * crop) * scale)
+        assert torch.allclose(cropped, full[..., edge:-edge, edge:-edge], rtol=0, atol=1e-12)
+
+
+def test_crop_skips_most_of_the_work_on_the_context_of_a_tile():
+    """On a default 512-pixel tile read with 62 pixels of context, of which 54 only feed the model,
+    the default model does 3/4 of the work of computing every pixel: the tiling costs 1.18x, not 1.55x."""
+    model = create_model("resunet", scale=4)
+    per_pixel = model_cost(model, tile=512).flops_per_output_pixel
+    full = model_cost(model, tile=636).flops_per_output_pixel * (636 * 4) ** 2
+    cropped = model_cost(model, tile=636, crop=54).flops_per_output_pixel * (528 * 4) ** 2
+    assert cropped < 0.8 * full
+    assert cropped < 1.2 * per_pixel * (512 * 4) ** 2
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_bicubic_as_a_convolution_equals_torch_s_also_at_the_border_and_under_autocast(scale):
+    x = torch.rand(2, 3, 11, 6, generator=torch.Generator().manual_seed(scale))
+    reference = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    assert torch.allclose(bicubic(x, scale), reference, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the residual base keeps full precision
+        up = bicubic(x, scale)
+    assert up.dtype == torch.float32 and torch.allclose(up, reference, atol=1e-6)
+
+
+def test_up_convolution_equals_the_transposed_convolution_and_its_gradients():
+    up = UpConv(6, 3)
+    plain = nn.ConvTranspose2d(6, 3, kernel_size=2, stride=2)
+    plain.load_state_dict(up.state_dict())
+    x = torch.rand(2, 6, 5, 7, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(up(x), plain(x), atol=1e-6)
+    up(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    assert torch.allclose(up.weight.grad, plain.weight.grad, atol=1e-5)
+    assert torch.allclose(up.bias.grad, plain.bias.grad, atol=1e-5)

@@ -16,6 +16,7 @@ from torch import nn
 from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
+from microsr.models import create_model
 from microsr.predict import Predictor, check_pixel_size, rescale_image
 
 RF_RADIUS = 3  # three 3x3 convolutions
@@ -79,6 +80,26 @@ def test_tiled_matches_whole_image(rng, shape):
     assert whole.shape == tiled.shape == (shape[0] * 2, shape[1] * 2)
     assert whole.dtype == np.float32
     assert np.abs(whole - tiled).max() / (norm.hi - norm.lo) < 1e-5
+
+
+def test_a_model_that_skips_the_unused_context_is_tiled_exactly(rng):
+    """ResUNet is asked not to compute the context the blending does not use; tiled predictions
+    still equal the whole-image one and the prediction that computes every pixel."""
+    model = create_model("resunet_small", scale=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    image = rng.random((70, 90)).astype(np.float32)
+    norm = PercentileNormalizer().fit(image)
+    overlap = 26 + 8  # resunet_small's receptive field plus the blending margin
+    tiled = predictor(model, tile=32, overlap=overlap, normalizer=norm)
+    assert tiled.crop == overlap - 8
+    whole = predictor(model, tile=128, overlap=overlap, normalizer=norm).predict(image)
+    result = tiled.predict(image)
+    tiled.crop = 0
+    computing_everything = tiled.predict(image)
+    assert np.abs(result - whole).max() / (norm.hi - norm.lo) < 1e-5
+    assert np.abs(result - computing_everything).max() / (norm.hi - norm.lo) < 1e-5
 
 
 def test_small_overlap_is_blended_without_seams(rng):

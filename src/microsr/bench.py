@@ -6,10 +6,10 @@ Three measurements, each timed after a warm-up run:
   and output channels in ``channels_last`` layout, in float32 and bfloat16;
 - prediction: output megapixels per second of a model through the tiled
   :class:`~microsr.predict.Predictor`, and the fraction of the convolution peak this
-  represents (megapixels/s x the model's FLOPs per output pixel); and the same for the
-  network alone on one tile with its context (``tile + 2 * overlap`` pixels a side), so
-  that the cost of the tiles' overlap (``tiling_work``, the pixels computed per pixel
-  kept) shows apart from the network's own efficiency;
+  represents (megapixels/s x the model's FLOPs per output pixel); and the network alone
+  on one tile with its context, called as the Predictor calls it. Its FLOPs over those
+  of the tile's core alone (``tiling_work``) are the cost of the tiles' overlap; its
+  FLOP/s over the peak (``network_fraction_of_peak``) are the network's own efficiency;
 - training: output megapixels per second of training steps (forward, backward,
   optimiser), counted as 3x the forward FLOPs, also as a fraction of the peak.
 """
@@ -154,16 +154,19 @@ def run_bench(
     predictor = Predictor(net, scale=scale, tile=tile, device=device, precision=precision, progress=False)
     predict_seconds = _seconds_per_call(lambda: predictor.predict(image), repeats=repeats)
     predict_mps = (size * scale) ** 2 / predict_seconds / 1e6
-    side = min(tile, size) + 2 * predictor.overlap
+    core, crop = min(tile, size), predictor.crop
+    side = core + 2 * predictor.overlap
     one_tile = to_channels_last(torch.rand(1, 1, side, side, device=device))
+    kwargs = {"crop": crop} if crop else {}
 
     def forward() -> None:
         with torch.inference_mode(), autocast(device, dtype):
-            net(one_tile)
+            net(one_tile, **kwargs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    network_mps = (side * scale) ** 2 / _seconds_per_call(forward, repeats=repeats) / 1e6
+    network_seconds = _seconds_per_call(forward, repeats=repeats)
+    tile_flops = model_cost(net, tile=side, crop=crop).flops_per_output_pixel * ((side - 2 * crop) * scale) ** 2
 
     net.train()
     optimizer = adamw(net.parameters(), lr=1e-4, weight_decay=0.01, device=device)
@@ -189,8 +192,9 @@ def run_bench(
         conv_peak_fp32=peaks["fp32"] / 1e12, conv_peak_bf16=peaks["bf16"] / 1e12,
         flops_per_output_pixel=flops,
         predict_mps=predict_mps, predict_fraction_of_peak=predict_mps * 1e6 * flops / peak,
-        network_mps=network_mps, network_fraction_of_peak=network_mps * 1e6 * flops / peak,
-        tiling_work=(side / min(tile, size)) ** 2,
+        network_mps=(core * scale) ** 2 / network_seconds / 1e6,
+        network_fraction_of_peak=tile_flops / network_seconds / peak,
+        tiling_work=tile_flops / (flops * (core * scale) ** 2),
         train_mps=train_mps,
         train_fraction_of_peak=train_mps * 1e6 * flops * _TRAINING_FLOPS_FACTOR / peak,
     )

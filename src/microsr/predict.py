@@ -25,6 +25,7 @@ interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues i
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import shutil
@@ -90,7 +91,7 @@ class _Axis:
 
     @property
     def margin(self) -> int:
-        return min(self.overlap // 2, BLEND_MARGIN)
+        return _margin(self.overlap)
 
     @property
     def starts(self) -> range:
@@ -123,6 +124,11 @@ class _Axis:
             start = offset + self.blend_start(i)
             total[start : start + self.span] += window
         return total[offset : offset + self.size * self.scale]
+
+
+def _margin(overlap: int) -> int:
+    """LR pixels each side of a core over which neighbouring tiles are blended."""
+    return min(overlap // 2, BLEND_MARGIN)
 
 
 def _reflect(indices: np.ndarray, size: int) -> np.ndarray:
@@ -201,7 +207,9 @@ class Predictor:
         (:func:`microsr.models.receptive_field`), which is the default (measured once
         per model, which takes seconds; checkpoints record it). A smaller
         overlap is faster and the blending hides the small differences. The work
-        per core grows as ``((tile + 2 * overlap) / tile) ** 2``.
+        per core grows up to ``((tile + 2 * overlap) / tile) ** 2``; a model whose
+        ``forward`` takes a ``crop`` keyword (the built-in ResUNet) is asked to skip
+        the output of the outer context (:attr:`crop`), which saves most of that.
     batch_size
         Tiles per forward pass. ``None`` (the default) sizes it to the device: 1 on a CPU,
         where one tile is as fast as several and needs a quarter of the memory of four
@@ -215,6 +223,14 @@ class Predictor:
         float32 whatever the precision.
     progress
         Show a progress bar over tiles.
+
+    Attributes
+    ----------
+    overlap : int
+        Context read each side of a core (given, or from the receptive field).
+    crop : int
+        Pixels of that context, each side, whose output the model is asked not to
+        compute: those the blending does not use, or 0 for a model without ``crop``.
 
     Examples
     --------
@@ -259,6 +275,9 @@ class Predictor:
         self.normalizer = normalizer or PercentileNormalizer()
         self.tile = tile
         self.overlap = _default_overlap(model) if overlap is None else overlap
+        # A tile's outer context only feeds the model: one whose forward takes `crop` skips its output.
+        skips = "crop" in inspect.signature(model.forward).parameters
+        self.crop = self.overlap - _margin(self.overlap) if skips else 0
         # None on a GPU: measured on the first tile (see _run).
         self.batch_size = batch_size or (None if self.device.type == "cuda" else 1)
         self.progress = progress
@@ -441,7 +460,7 @@ class Predictor:
         x_offset = xs.margin * s  # accumulator columns start this far before the image
         weight_y, weight_x = ys.weight_sum(), xs.weight_sum()
         tile_weight = ys.window()[:, None] * xs.window()[None, :]
-        context = (self.overlap - ys.margin) * s, (self.overlap - xs.margin) * s
+        context = (self.overlap - ys.margin - self.crop) * s  # output rows and columns of context left
         cols = xs.read_indices(0, len(xs.starts) - 1)
         # sum(weight * output) over the rows band i blends; acc[0] is output row ys.blend_start(i).
         acc = np.zeros((ys.span, x_offset + xs.starts[-1] * s + xs.span), np.float32)
@@ -454,7 +473,7 @@ class Predictor:
             band = source.read(lead, ys.read_indices(i, i), cols)
             tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
             for x0, out in zip(xs.starts, self._run(tiles, advance)):
-                blended = out[context[0] : context[0] + ys.span, context[1] : context[1] + xs.span]
+                blended = out[context : context + ys.span, context : context + xs.span]
                 acc[:, x0 * s : x0 * s + xs.span] += blended * tile_weight
             # Rows above the next band's first blended row get no more contributions.
             stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
@@ -467,8 +486,10 @@ class Predictor:
             acc[ys.span - step :] = 0
 
     def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[np.ndarray]:
-        """Yield model outputs ``(h * scale, w * scale)`` for equal-sized ``(frames, h, w)`` tiles, in batches."""
-        expected = (1, tiles[0].shape[-2] * self.scale, tiles[0].shape[-1] * self.scale)
+        """Yield model outputs ``((h - 2 crop) * scale, (w - 2 crop) * scale)`` for equal-sized
+        ``(frames, h, w)`` tiles, in batches."""
+        expected = (1, *((n - 2 * self.crop) * self.scale for n in tiles[0].shape[-2:]))
+        kwargs = {"crop": self.crop} if self.crop else {}
         start = 0
         while start < len(tiles):
             measure = self.batch_size is None
@@ -478,7 +499,7 @@ class Predictor:
                 allocated = torch.cuda.memory_allocated(self.device)
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 batch = torch.from_numpy(np.stack(tiles[start : start + size])).to(self.device)
-                result = self.model(to_channels_last(batch))
+                result = self.model(to_channels_last(batch), **kwargs)
             if measure:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)

@@ -70,7 +70,7 @@ def _layer_flops(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) 
     return 0
 
 
-def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = None) -> ModelCost:
+def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = None, crop: int = 0) -> ModelCost:
     """Count parameters and FLOPs per output pixel on one ``tile`` x ``tile`` input.
 
     FLOPs are counted by forward hooks on every ``Conv2d``, ``ConvTranspose2d`` and
@@ -85,6 +85,10 @@ def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = N
         on it, apart from internal padding to a multiple of ``2**depth``.
     in_channels : int, optional
         Defaults to ``model.in_channels``, or 1 if the model has no such attribute.
+    crop : int
+        Passed to a model whose ``forward`` takes it (it then leaves out ``crop`` input
+        pixels along each edge, see :class:`~microsr.predict.Predictor`); FLOPs are then
+        per pixel of the cropped output.
 
     Returns
     -------
@@ -106,7 +110,7 @@ def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = N
         with _eval_mode(model), torch.no_grad():
             device, dtype = _device_and_dtype(model)
             x = torch.zeros(1, _in_channels(model, in_channels), tile, tile, device=device, dtype=dtype)
-            output = model(x)
+            output = model(x, crop=crop) if crop else model(x)
     finally:
         for handle in handles:
             handle.remove()

@@ -49,7 +49,9 @@ class UNet(nn.Module):
         self.body = UNetBody(in_channels, widths, DoubleConv)
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, crop: int = 0) -> Tensor:
+        """Restore ``x``; ``crop`` input pixels along each edge are left out of the result
+        and, in the decoder, not computed (see :meth:`UNetBody.forward <microsr.models.layers.UNetBody.forward>`)."""
         if self.scale > 1:
             x = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return self.head(self.body(x))
+        return self.head(self.body(x, crop=crop * self.scale))
