@@ -311,3 +311,19 @@ def test_up_convolution_equals_the_transposed_convolution_and_its_gradients():
     plain(x).square().sum().backward()
     assert torch.allclose(up.weight.grad, plain.weight.grad, atol=1e-5)
     assert torch.allclose(up.bias.grad, plain.bias.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "scale"), [("resunet_small", 1), ("resunet_small", 4), ("unet", 2)])
+def test_receptive_field_probed_through_crop_equals_the_whole_output_probe(name, scale):
+    """A model that takes `crop` is probed for the output around the measured pixels only."""
+    model = create_model(name, scale=scale, **({"widths": [4, 8, 16]} if name == "unet" else {}))
+
+    class WholeOutput(nn.Module):  # the same function, without `crop`
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)
+
+    assert receptive_field(model) == receptive_field(WholeOutput())

@@ -150,7 +150,7 @@ def run_bench(
     peak = peaks["fp32"] if dtype == torch.float32 else peaks["bf16"]
 
     image = np.random.default_rng(0).random((size, size)).astype(np.float32)
-    # The default overlap, as with a trained model: the measured receptive field (seconds to measure).
+    # The default overlap, as with a trained model: the measured receptive field.
     predictor = Predictor(net, scale=scale, tile=tile, device=device, precision=precision, progress=False)
     predict_seconds = _seconds_per_call(lambda: predictor.predict(image), repeats=repeats)
     predict_mps = (size * scale) ** 2 / predict_seconds / 1e6

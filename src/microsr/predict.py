@@ -25,7 +25,6 @@ interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues i
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import os
 import shutil
@@ -46,7 +45,7 @@ from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
-from microsr.models import receptive_field, to_channels_last
+from microsr.models import receptive_field, takes_crop, to_channels_last
 from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
 
@@ -200,16 +199,16 @@ class Predictor:
     tile
         Side of a tile's core in LR pixels (smaller images use one tile of their size).
     overlap
-        LR pixels of context read on each side of a core. The inner half is blended
-        with the neighbouring tiles, the outer half is context only, so tiled and
-        whole-image predictions agree exactly when ``overlap`` is at least
-        :func:`overlap_for` of the model's receptive-field radius
-        (:func:`microsr.models.receptive_field`), which is the default (measured once
-        per model, which takes seconds; checkpoints record it). A smaller
-        overlap is faster and the blending hides the small differences. The work
-        per core grows up to ``((tile + 2 * overlap) / tile) ** 2``; a model whose
-        ``forward`` takes a ``crop`` keyword (the built-in ResUNet) is asked to skip
-        the output of the outer context (:attr:`crop`), which saves most of that.
+        LR pixels of context read on each side of a core. Its inner part (half of it,
+        at most ``BLEND_MARGIN``) is cross-faded with the neighbouring tiles, the rest
+        only feeds the model, so tiled and whole-image predictions agree exactly when
+        ``overlap`` is at least :func:`overlap_for` of the model's receptive-field
+        radius (:func:`microsr.models.receptive_field`), which is the default (measured
+        once per model; checkpoints record it). A smaller overlap is faster and the
+        blending hides the small differences. The work per core grows up to
+        ``((tile + 2 * overlap) / tile) ** 2``; a model that
+        :func:`~microsr.models.takes_crop` (the built-in U-Nets) is asked not to compute
+        the output of the context that only feeds it (:attr:`crop`), which saves most of that.
     batch_size
         Tiles per forward pass. ``None`` (the default) sizes it to the device: 1 on a CPU,
         where one tile is as fast as several and needs a quarter of the memory of four
@@ -276,8 +275,7 @@ class Predictor:
         self.tile = tile
         self.overlap = _default_overlap(model) if overlap is None else overlap
         # A tile's outer context only feeds the model: one whose forward takes `crop` skips its output.
-        skips = "crop" in inspect.signature(model.forward).parameters
-        self.crop = self.overlap - _margin(self.overlap) if skips else 0
+        self.crop = self.overlap - _margin(self.overlap) if takes_crop(model) else 0
         # None on a GPU: measured on the first tile (see _run).
         self.batch_size = batch_size or (None if self.device.type == "cuda" else 1)
         self.progress = progress
@@ -587,7 +585,7 @@ def overlap_for(radius: int) -> int:
 
 
 def _default_overlap(model: nn.Module) -> int:
-    """:func:`overlap_for` the measured receptive field, cached per model (measuring takes seconds)."""
+    """:func:`overlap_for` the measured receptive field, cached per model (measuring can take seconds)."""
     if model not in _OVERLAPS:
         _OVERLAPS[model] = overlap_for(receptive_field(model))
     return _OVERLAPS[model]

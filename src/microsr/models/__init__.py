@@ -27,7 +27,7 @@ torch.Size([1, 1, 148, 212])
 """
 
 from microsr.models import resunet, smlm, unet  # noqa: F401  (registers the built-in models)
-from microsr.models.analysis import ModelCost, model_cost, receptive_field
+from microsr.models.analysis import ModelCost, model_cost, receptive_field, takes_crop
 from microsr.models.layers import to_channels_last
 from microsr.models.registry import create_model, list_models, register_model
 
@@ -38,5 +38,6 @@ __all__ = [
     "model_cost",
     "receptive_field",
     "register_model",
+    "takes_crop",
     "to_channels_last",
 ]

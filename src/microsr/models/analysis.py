@@ -7,6 +7,7 @@ work on any module with the model call signature, not only the built-in ones.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import warnings
@@ -68,6 +69,20 @@ def _layer_flops(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) 
     if isinstance(module, nn.Linear):
         return 2 * output.numel() * module.in_features
     return 0
+
+
+def takes_crop(model: nn.Module) -> bool:
+    """Whether ``model(x, crop=c)`` leaves out ``c`` input pixels along each edge of its output.
+
+    Such a model (:class:`~microsr.models.resunet.ResUNet`, :class:`~microsr.models.unet.UNet`)
+    skips the work for them, which tiled prediction and :func:`receptive_field` use.
+
+    Examples
+    --------
+    >>> takes_crop(nn.Conv2d(1, 1, 3))
+    False
+    """
+    return "crop" in inspect.signature(model.forward).parameters
 
 
 def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = None, crop: int = 0) -> ModelCost:
@@ -147,15 +162,19 @@ def _radius(model: nn.Module, size: int, channels: int, offsets: range) -> int:
     device, _ = _device_and_dtype(model)
     generator = torch.Generator().manual_seed(size)
     radius = 0
+    # Only the output around the measured pixels is needed: a model that can leave out the rest
+    # (`crop`) then runs in a fraction of the time and memory (the default model's probe: 1.2 GB).
+    crop = max(size // 2 - offsets.stop, 0) if takes_crop(model) else 0
     for offset in offsets:
         x = torch.rand(1, channels, size, size, generator=generator, dtype=torch.float64)
         x = x.to(device).requires_grad_(True)
-        y = model(x)
-        scale = y.shape[-1] / size
+        y = model(x, crop=crop) if crop else model(x)
+        scale = y.shape[-1] / (size - 2 * crop)
         centre = size // 2 + offset
         # The output pixel whose centre lies in input pixel `centre`, nearest its middle.
         o = int(centre * scale + scale // 2)
-        (gradient,) = torch.autograd.grad(y[..., o, o].sum(), x)
+        kept = o - int(crop * scale)
+        (gradient,) = torch.autograd.grad(y[..., kept, kept].sum(), x)
         support = gradient.abs().sum(dim=(0, 1)).nonzero()
         if len(support):
             position = (o + 0.5) / scale - 0.5
@@ -206,9 +225,11 @@ def receptive_field(
     -------
     int
 
-    Measuring takes seconds (25 s for the default model on 2 cores), so the result for a
-    model built by :func:`~microsr.models.create_model` is kept for its ``arch`` for the
-    rest of the process: every training run and predictor of that architecture reuses it.
+    A model that :func:`takes_crop` is asked for the output around the measured pixels
+    only: the default model's measurement then takes 0.9 s and 0.4 GB on 2 cores, against
+    25 s and 1.2 GB for its whole output. The result for a model built by
+    :func:`~microsr.models.create_model` is kept for its ``arch`` for the rest of the
+    process: every training run and predictor of that architecture reuses it.
 
     Examples
     --------

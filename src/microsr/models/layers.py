@@ -277,6 +277,21 @@ class DoubleConv(nn.Sequential):
         )
 
 
+Region = tuple[tuple[int, int], tuple[int, int]]
+"""``((first row, stop row), (first column, stop column))`` of a feature map."""
+
+
+def _grown(region: Region, by: int, shape: Sequence[int]) -> Region:
+    """``region`` grown by ``by`` pixels on every side, within a map of ``shape`` (rows, columns)."""
+    return tuple((max(start - by, 0), min(stop + by, size)) for (start, stop), size in zip(region, shape))
+
+
+def _window(x: Tensor, region: Region, origin: Region = ((0, 0), (0, 0)), factor: int = 1) -> Tensor:
+    """The part of ``x`` covering ``region``, where ``x`` covers ``origin`` scaled by ``factor``."""
+    (rows, cols), (row0, col0) = region, (factor * origin[0][0], factor * origin[1][0])
+    return x[..., rows[0] - row0 : rows[1] - row0, cols[0] - col0 : cols[1] - col0]
+
+
 class UNetBody(nn.Module):
     """U-Net encoder-decoder: same-size features of ``widths[0]`` channels, any H and W.
 
@@ -300,6 +315,8 @@ class UNetBody(nn.Module):
     >>> body = UNetBody(1, (8, 16, 32), ResBlock)
     >>> body(torch.zeros(1, 1, 37, 53)).shape
     torch.Size([1, 8, 37, 53])
+    >>> body(torch.zeros(1, 1, 37, 53), crop=5).shape
+    torch.Size([1, 8, 27, 43])
     """
 
     def __init__(self, in_channels: int, widths: Sequence[int], block: Block) -> None:
@@ -343,17 +360,3 @@ class UNetBody(nn.Module):
             x = _window(x, needed[level], origin=inputs[level])
         return x
 
-
-Region = tuple[tuple[int, int], tuple[int, int]]
-"""``((first row, stop row), (first column, stop column))`` of a feature map."""
-
-
-def _grown(region: Region, by: int, shape: Sequence[int]) -> Region:
-    """``region`` grown by ``by`` pixels on every side, within a map of ``shape`` (rows, columns)."""
-    return tuple((max(start - by, 0), min(stop + by, size)) for (start, stop), size in zip(region, shape))
-
-
-def _window(x: Tensor, region: Region, origin: Region = ((0, 0), (0, 0)), factor: int = 1) -> Tensor:
-    """The part of ``x`` covering ``region``, where ``x`` covers ``origin`` scaled by ``factor``."""
-    (rows, cols), (row0, col0) = region, (factor * origin[0][0], factor * origin[1][0])
-    return x[..., rows[0] - row0 : rows[1] - row0, cols[0] - col0 : cols[1] - col0]
