@@ -9,7 +9,7 @@ from torch import nn
 
 from microsr.errors import InputError
 from microsr.models import create_model, list_models, model_cost, receptive_field
-from microsr.models.layers import UpConv, pixel_shuffle, relu_
+from microsr.models.layers import ResBlock, UpConv, pixel_shuffle, relu_
 from microsr.models.resunet import ResUNet, bicubic
 
 BUILTINS = ["resunet", "resunet_small", "unet"]
@@ -327,3 +327,26 @@ def test_receptive_field_probed_through_crop_equals_the_whole_output_probe(name,
             return self.model(x)
 
     assert receptive_field(model) == receptive_field(WholeOutput())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_residual_block_with_the_skip_added_by_its_matrix_product_equals_the_textbook_block(layout):
+    """The 1x1 skip accumulates into conv2's output (its bias folded into conv2's): same values,
+    gradients and FLOP count as ``relu(conv2(relu(conv1(x))) + conv1x1(x))``."""
+    block = _randomise(ResBlock(3, 8)).train().to(memory_format=layout)
+    x = torch.rand(2, 3, 9, 7, generator=torch.Generator().manual_seed(5)).contiguous(memory_format=layout)
+
+    def textbook():
+        h = F.relu(F.conv2d(x, block.conv1.weight, block.conv1.bias, padding=1))
+        skip = F.conv2d(x, block.skip.weight, block.skip.bias)
+        return F.relu(F.conv2d(h, block.conv2.weight, block.conv2.bias, padding=1) + skip)
+
+    out, reference = block(x), textbook()
+    assert torch.allclose(out, reference, atol=1e-6)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    textbook().square().sum().backward()
+    for grad, p in zip(grads, block.parameters()):
+        assert torch.allclose(grad, p.grad, rtol=1e-5, atol=1e-5)
+    assert model_cost(block, tile=16, in_channels=3).flops_per_output_pixel == 2 * (3 * 8 * 9 + 8 * 8 * 9 + 3 * 8)
