@@ -9,7 +9,7 @@ from torch import nn
 
 from microsr.errors import InputError
 from microsr.models import create_model, list_models, model_cost, receptive_field
-from microsr.models.layers import ResBlock, UpConv, pixel_shuffle, relu_
+from microsr.models.layers import ResBlock, UpConv, relu_, shuffle_pixels, subpixels_last
 from microsr.models.resunet import ResUNet, bicubic
 
 BUILTINS = ["resunet", "resunet_small", "unet"]
@@ -244,12 +244,23 @@ def test_resunet_checkpoint_keys_and_flops_are_those_of_a_plain_head():
     assert model_cost(model, tile=64) == model_cost(Plain(), tile=64)
 
 
-def test_16_bit_relu_and_shuffle_on_int16_bits_equal_torch_s():
+def test_16_bit_relu_on_int16_bits_equals_torch_s():
     x = torch.randn(2, 8, 9, 11, generator=torch.Generator().manual_seed(2))
     for dtype in (torch.bfloat16, torch.float16):
         half = x.to(dtype).contiguous(memory_format=torch.channels_last)
         assert torch.equal(relu_(half.clone()), F.relu(half))
-        assert torch.equal(pixel_shuffle(half, 2), F.pixel_shuffle(half, 2))
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_shuffle_of_sub_pixels_last_equals_torch_s_pixel_shuffle_and_its_gradient(factor, layout):
+    x = torch.randn(2, 3 * factor**2, 5, 7, generator=torch.Generator().manual_seed(factor), requires_grad=True)
+    ours = shuffle_pixels(subpixels_last(x.transpose(0, 1), factor).transpose(0, 1).contiguous(memory_format=layout),
+                          factor)
+    assert torch.equal(ours, F.pixel_shuffle(x, factor))
+    assert ours.is_contiguous(memory_format=torch.channels_last)
+    (gradient,) = torch.autograd.grad(ours.square().sum(), x)
+    assert torch.equal(gradient, 2 * x.detach())
 
 
 def test_resunet_bf16_inference_equals_the_autograd_path():

@@ -456,12 +456,14 @@ class Predictor:
         s = self.scale
         out_height = ys.size * s
         x_offset = xs.margin * s  # accumulator columns start this far before the image
-        weight_y, weight_x = ys.weight_sum(), xs.weight_sum()
-        tile_weight = ys.window()[:, None] * xs.window()[None, :]
+        weight_y, weight_x = torch.from_numpy(ys.weight_sum()), torch.from_numpy(xs.weight_sum())
+        tile_weight = torch.from_numpy(ys.window()[:, None] * xs.window()[None, :])
         context = (self.overlap - ys.margin - self.crop) * s  # output rows and columns of context left
         cols = xs.read_indices(0, len(xs.starts) - 1)
         # sum(weight * output) over the rows band i blends; acc[0] is output row ys.blend_start(i).
         acc = np.zeros((ys.span, x_offset + xs.starts[-1] * s + xs.span), np.float32)
+        # Element-wise work on whole tiles goes through torch, which uses every thread (numpy one).
+        acc_threads = torch.from_numpy(acc)
         step = ys.core * s  # output rows between consecutive bands
         for i in range(len(ys.starts)):
             top = ys.blend_start(i)
@@ -471,17 +473,17 @@ class Predictor:
             band = source.read(lead, ys.read_indices(i, i), cols)
             tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
             for x0, out in zip(xs.starts, self._run(tiles, advance)):
-                blended = out[context : context + ys.span, context : context + xs.span]
-                acc[:, x0 * s : x0 * s + xs.span] += blended * tile_weight
+                blended = torch.from_numpy(out[context : context + ys.span, context : context + xs.span])
+                acc_threads[:, x0 * s : x0 * s + xs.span].addcmul_(blended, tile_weight)
             # Rows above the next band's first blended row get no more contributions.
             stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
             pieces = range(max(top, 0, first_row), stop, _EMIT_ROWS)
             for start, end in zip(pieces, [*pieces[1:], stop]):
-                finished = acc[start - top : end - top, x_offset : x_offset + xs.size * s]
-                finished /= weight_y[start:end, None] * weight_x[None, :]  # in place: these rows are done
-                yield start, source.normalizer.denormalize(finished)
+                finished = acc_threads[start - top : end - top, x_offset : x_offset + xs.size * s]
+                finished.div_(weight_y[start:end, None]).div_(weight_x[None, :])  # in place: these rows are done
+                yield start, source.normalizer.denormalize(finished.numpy())
             acc[: ys.span - step] = acc[step:]
-            acc[ys.span - step :] = 0
+            acc_threads[ys.span - step :] = 0
 
     def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[np.ndarray]:
         """Yield model outputs ``((h - 2 crop) * scale, (w - 2 crop) * scale)`` for equal-sized

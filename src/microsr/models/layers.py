@@ -101,20 +101,40 @@ def relu_(x: Tensor) -> Tensor:
     return F.relu_(x)
 
 
-def pixel_shuffle(x: Tensor, factor: int) -> Tensor:
-    """``F.pixel_shuffle(x, factor)``; for bfloat16 or float16 outside autograd, moving int16 bits.
+def shuffle_pixels(x: Tensor, factor: int) -> Tensor:
+    """Pixel shuffle of channels ordered (sub-row, sub-column, channel): ``(N, r²C, H, W)`` to ``(N, C, rH, rW)``.
 
-    A shuffle only moves values; moved as int16 it was 4x faster than as bfloat16 here.
+    :func:`torch.nn.functional.pixel_shuffle` reads channels in (channel, sub-row,
+    sub-column) order; in channels_last memory that gathers every value from ``r²``
+    apart. In this order each output row is ``r * C`` consecutive input values, and
+    the copy runs 2.5-4x faster in bfloat16 here (3.5 against 9.4 ms for 128 channels
+    at 532²). Layers that feed it make their channels in this order
+    (:func:`subpixels_last`); the result is channels_last.
 
     Examples
     --------
-    >>> x = torch.arange(8.0, dtype=torch.bfloat16).reshape(1, 4, 1, 2)
-    >>> torch.equal(pixel_shuffle(x, 2), F.pixel_shuffle(x, 2))
+    >>> x = torch.rand(1, 12, 5, 7)
+    >>> torch.equal(shuffle_pixels(subpixels_last(x[0], 2)[None], 2), F.pixel_shuffle(x, 2))
     True
     """
-    if x.dtype in _HALF and not x.requires_grad:
-        return F.pixel_shuffle(x.view(torch.int16), factor).view(x.dtype)
-    return F.pixel_shuffle(x, factor)
+    n, channels, h, w = x.shape
+    c = channels // factor**2
+    rows = x.permute(0, 2, 3, 1).reshape(n, h, w, factor, factor * c).transpose(2, 3)
+    return rows.reshape(n, h * factor, w * factor, c).permute(0, 3, 1, 2)
+
+
+def subpixels_last(t: Tensor, factor: int) -> Tensor:
+    """``t``'s first axis from (channel, sub-row, sub-column) to (sub-row, sub-column, channel) order.
+
+    For the weight or bias of a convolution whose output :func:`shuffle_pixels` takes,
+    stored in the order :class:`torch.nn.PixelShuffle` reads (so checkpoints keep it).
+
+    Examples
+    --------
+    >>> subpixels_last(torch.arange(8), 2).tolist()
+    [0, 4, 1, 5, 2, 6, 3, 7]
+    """
+    return t.reshape(-1, factor * factor, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
 class ReLU(nn.ReLU):
@@ -128,10 +148,10 @@ class ReLU(nn.ReLU):
 
 
 class PixelShuffle(nn.PixelShuffle):
-    """:class:`torch.nn.PixelShuffle` through :func:`pixel_shuffle`."""
+    """:func:`shuffle_pixels`: a pixel shuffle of channels in the order :class:`SubPixelConv` makes."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return pixel_shuffle(x, self.upscale_factor)
+        return shuffle_pixels(x, self.upscale_factor)
 
 
 _MIN_CHANNELS = 4
@@ -158,19 +178,45 @@ class Conv2d(nn.Conv2d):
     True
     """
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        """The convolution of ``x``, with ``bias`` instead of the layer's own if given."""
+    def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """The convolution of ``x``, with ``weight`` and ``bias`` instead of the layer's own if given."""
+        weight = self.weight if weight is None else weight
         bias = self.bias if bias is None else bias
         missing = _MIN_CHANNELS - self.in_channels
         if missing <= 0 or self.groups != 1:
-            return self._conv_forward(x, self.weight, bias)
+            return self._conv_forward(x, weight, bias)
         # The layout PyTorch would have chosen: later layers (BatchNorm over near-constant channels)
         # can be sensitive to the order of summation that the layout sets.
         layout = torch.channels_last if _channels_last(x) or _channels_last(self.weight) else torch.contiguous_format
         padded = x.new_zeros(x.shape[0], _MIN_CHANNELS, *x.shape[2:]).contiguous(memory_format=layout)
         padded[:, : self.in_channels] = x
-        weight = F.pad(self.weight, (0, 0, 0, 0, 0, missing)).contiguous(memory_format=layout)
+        weight = F.pad(weight, (0, 0, 0, 0, 0, missing)).contiguous(memory_format=layout)
         return self._conv_forward(padded, weight, bias)
+
+
+class SubPixelConv(Conv2d):
+    """A :class:`Conv2d` to ``factor**2`` sub-pixels per channel, made in the order :func:`shuffle_pixels` takes.
+
+    Weights are stored in the order :class:`torch.nn.PixelShuffle` reads, as in
+    checkpoints of ``nn.Conv2d``; each call reorders the (small) weight instead of the
+    (large) output.
+
+    Examples
+    --------
+    >>> conv = SubPixelConv(3, 8, kernel_size=3, padding=1)
+    >>> plain = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    >>> plain.load_state_dict(conv.state_dict())
+    <All keys matched successfully>
+    >>> x = torch.rand(1, 3, 5, 7)
+    >>> torch.allclose(shuffle_pixels(conv(x), 2), F.pixel_shuffle(plain(x), 2), atol=1e-6)
+    True
+    """
+
+    factor = 2
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        bias = None if self.bias is None else subpixels_last(self.bias, self.factor)
+        return super().forward(x, subpixels_last(self.weight, self.factor), bias)
 
 
 def to_channels_last(x: Tensor) -> Tensor:
@@ -220,10 +266,11 @@ class UpConv(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, kernel_size=2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        # weight[c, o, a, b] reads input channel c into output o at sub-pixel (a, b): channel 4o + 2a + b.
-        weight = self.weight.permute(1, 2, 3, 0).reshape(4 * self.out_channels, self.in_channels, 1, 1)
-        bias = None if self.bias is None else self.bias.repeat_interleave(4)
-        return pixel_shuffle(F.conv2d(x, weight, bias), 2)
+        # weight[c, o, a, b] reads input channel c into output o at sub-pixel (a, b); shuffle_pixels
+        # takes channel (2a + b) * out_channels + o.
+        weight = self.weight.permute(2, 3, 1, 0).reshape(4 * self.out_channels, self.in_channels, 1, 1)
+        bias = None if self.bias is None else self.bias.repeat(4)
+        return shuffle_pixels(F.conv2d(x, weight, bias), 2)
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:

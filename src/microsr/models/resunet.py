@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from microsr.errors import InputError
 from microsr.models.layers import (
-    PixelShuffle, ReLU, ResBlock, UNetBody, check_int, check_widths, conv3x3, pixel_shuffle,
+    PixelShuffle, ReLU, ResBlock, SubPixelConv, UNetBody, check_int, check_widths, conv3x3, shuffle_pixels,
 )
 from microsr.models.registry import register_model
 
@@ -38,7 +38,7 @@ class SubPixelUpsampler(nn.Sequential):
     def __init__(self, channels: int, scale: int) -> None:
         stages: list[nn.Module] = []
         for _ in range(int(math.log2(scale))):
-            conv = conv3x3(channels, 4 * channels)
+            conv = SubPixelConv(channels, 4 * channels, kernel_size=3, padding=1)
             base = nn.init.kaiming_normal_(conv.weight.new_empty(channels, channels, 3, 3))
             with torch.no_grad():
                 conv.weight.copy_(base.repeat_interleave(4, dim=0))
@@ -63,10 +63,11 @@ _TAPS = _sub_pixel_taps()
 
 
 class ConvAfterShuffle(nn.Conv2d):
-    """A 3x3, one-output-channel convolution of ``pixel_shuffle(x, 2)``, computed before the shuffle.
+    """A 3x3, one-output-channel convolution of ``shuffle_pixels(x, 2)``, computed before the shuffle.
 
-    ``ConvAfterShuffle(c)(x)`` equals ``nn.Conv2d(c, 1, 3, padding=1)(pixel_shuffle(x, 2))``
-    with the same weights, up to rounding. The shuffle would copy all feature channels
+    ``ConvAfterShuffle(c)(x)`` equals ``nn.Conv2d(c, 1, 3, padding=1)(shuffle_pixels(x, 2))``
+    with the same weights, up to rounding (``x`` in the channel order of
+    :func:`~microsr.models.layers.shuffle_pixels`, as a ``SubPixelConv`` makes it). The shuffle would copy all feature channels
     at full resolution only for the convolution to reduce them to one; instead the
     kernel is rearranged into the four sub-pixel kernels that read the unshuffled
     features, and only their four output channels are shuffled. The default model
@@ -80,7 +81,7 @@ class ConvAfterShuffle(nn.Conv2d):
     >>> plain = nn.Conv2d(4, 1, 3, padding=1)
     >>> plain.load_state_dict(head.state_dict())
     <All keys matched successfully>
-    >>> torch.allclose(head(x), plain(F.pixel_shuffle(x, 2)), atol=1e-6)
+    >>> torch.allclose(head(x), plain(shuffle_pixels(x, 2)), atol=1e-6)
     True
     """
 
@@ -88,9 +89,9 @@ class ConvAfterShuffle(nn.Conv2d):
         super().__init__(in_channels, 1, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = torch.einsum("abuvmnij,cij->abcuvmn", _TAPS.to(self.weight), self.weight[0])
+        weight = torch.einsum("abuvmnij,cij->abuvcmn", _TAPS.to(self.weight), self.weight[0])
         bias = None if self.bias is None else self.bias.expand(4)
-        return pixel_shuffle(F.conv2d(x, weight.reshape(4, 4 * self.in_channels, 3, 3), bias, padding=1), 2)
+        return shuffle_pixels(F.conv2d(x, weight.reshape(4, 4 * self.in_channels, 3, 3), bias, padding=1), 2)
 
 
 def by_rows(fn: Callable[[Tensor], Tensor], x: Tensor, *, halo: int, factor: int, rows: int = 256) -> Tensor:
@@ -253,7 +254,7 @@ def bicubic(x: Tensor, scale: int) -> Tensor:
     with torch.autocast(x.device.type, enabled=False):
         # Replicate padding is the index clamping PyTorch's bicubic does at the border.
         padded = F.pad(x.reshape(n * c, 1, h, w), (_BICUBIC_HALO,) * 4, mode="replicate")
-        up = F.pixel_shuffle(F.conv2d(padded, weight), scale)
+        up = shuffle_pixels(F.conv2d(padded, weight), scale)  # one channel: the same as F.pixel_shuffle
     return up.reshape(n, c, h * scale, w * scale)
 
 
