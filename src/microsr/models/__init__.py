@@ -13,8 +13,8 @@ input pixels from ``receptive_field(model)``; ``docs/models.md`` has every scale
 =================  ==========  ==============  ==============
 model              parameters  FLOPs / out px  receptive field
 =================  ==========  ==============  ==============
-``resunet``        2,086,017   42.1 k          54
-``resunet_small``  140,737     9.2 k           26
+``resunet``        2,086,017   42.2 k          54
+``resunet_small``  140,737     9.3 k           26
 ``unet``           1,925,025   280.2 k         14
 =================  ==========  ==============  ==============
 
