@@ -361,3 +361,14 @@ def test_residual_block_with_the_skip_added_by_its_matrix_product_equals_the_tex
     for grad, p in zip(grads, block.parameters()):
         assert torch.allclose(grad, p.grad, rtol=1e-5, atol=1e-5)
     assert model_cost(block, tile=16, in_channels=3).flops_per_output_pixel == 2 * (3 * 8 * 9 + 8 * 8 * 9 + 3 * 8)
+
+
+def test_receptive_field_is_measured_after_a_prediction_in_inference_mode():
+    """The bicubic kernel is cached: made first under inference mode (a prediction), it must not
+    break a later measurement with gradients in the same process (training a new architecture)."""
+    from microsr.models import resunet
+
+    resunet._bicubic_kernel.cache_clear()
+    with torch.inference_mode():
+        create_model("resunet_small", scale=2)(torch.rand(1, 1, 16, 16))
+    assert receptive_field(create_model("resunet", scale=2, widths=[4, 8])) > 0

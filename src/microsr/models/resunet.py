@@ -225,6 +225,7 @@ def _cubic(distance: float, a: float = -0.75) -> float:
 
 
 @functools.cache
+@torch.inference_mode(False)  # cached: one made in inference mode could not enter a later training step
 def _bicubic_kernel(scale: int) -> Tensor:
     """``(scale**2, 1, 5, 5)`` weights: output sub-pixel ``(p, q)`` from the 5 x 5 input pixels around it."""
     # Sub-pixel p of input pixel i sits at i + (p + 0.5) / scale - 0.5, within half a pixel of i.
