@@ -25,7 +25,7 @@ import torch
 
 from microsr.allocator import reuse_freed_memory
 from microsr.losses import get_loss
-from microsr.models import create_model, model_cost, to_channels_last
+from microsr.models import call_cropped, create_model, model_cost, to_channels_last
 from microsr.precision import autocast, resolve_precision
 from microsr.predict import DEFAULT_TILE, Predictor
 from microsr.training import adamw
@@ -157,11 +157,10 @@ def run_bench(
     core, crop = min(tile, size), predictor.crop
     side = core + 2 * predictor.overlap
     one_tile = to_channels_last(torch.rand(1, 1, side, side, device=device))
-    kwargs = {"crop": crop} if crop else {}
 
     def forward() -> None:
         with torch.inference_mode(), autocast(device, dtype):
-            net(one_tile, **kwargs)
+            call_cropped(net, one_tile, crop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

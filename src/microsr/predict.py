@@ -45,7 +45,7 @@ from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_output, write_image
-from microsr.models import receptive_field, takes_crop, to_channels_last
+from microsr.models import call_cropped, receptive_field, takes_crop, to_channels_last
 from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
 
@@ -461,9 +461,8 @@ class Predictor:
         context = (self.overlap - ys.margin - self.crop) * s  # output rows and columns of context left
         cols = xs.read_indices(0, len(xs.starts) - 1)
         # sum(weight * output) over the rows band i blends; acc[0] is output row ys.blend_start(i).
-        acc = np.zeros((ys.span, x_offset + xs.starts[-1] * s + xs.span), np.float32)
-        # Element-wise work on whole tiles goes through torch, which uses every thread (numpy one).
-        acc_threads = torch.from_numpy(acc)
+        # In torch, whose element-wise operations use every thread (numpy's one).
+        acc = torch.zeros(ys.span, x_offset + xs.starts[-1] * s + xs.span)
         step = ys.core * s  # output rows between consecutive bands
         for i in range(len(ys.starts)):
             top = ys.blend_start(i)
@@ -473,23 +472,22 @@ class Predictor:
             band = source.read(lead, ys.read_indices(i, i), cols)
             tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
             for x0, out in zip(xs.starts, self._run(tiles, advance)):
-                blended = torch.from_numpy(out[context : context + ys.span, context : context + xs.span])
-                acc_threads[:, x0 * s : x0 * s + xs.span].addcmul_(blended, tile_weight)
+                blended = out[context : context + ys.span, context : context + xs.span]
+                acc[:, x0 * s : x0 * s + xs.span].addcmul_(blended, tile_weight)
             # Rows above the next band's first blended row get no more contributions.
             stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
             pieces = range(max(top, 0, first_row), stop, _EMIT_ROWS)
             for start, end in zip(pieces, [*pieces[1:], stop]):
-                finished = acc_threads[start - top : end - top, x_offset : x_offset + xs.size * s]
+                finished = acc[start - top : end - top, x_offset : x_offset + xs.size * s]
                 finished.div_(weight_y[start:end, None]).div_(weight_x[None, :])  # in place: these rows are done
                 yield start, source.normalizer.denormalize(finished.numpy())
-            acc[: ys.span - step] = acc[step:]
-            acc_threads[ys.span - step :] = 0
+            acc[: ys.span - step] = acc[step:].clone()  # the two can overlap when the core is small
+            acc[ys.span - step :] = 0
 
-    def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[np.ndarray]:
+    def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[torch.Tensor]:
         """Yield model outputs ``((h - 2 crop) * scale, (w - 2 crop) * scale)`` for equal-sized
         ``(frames, h, w)`` tiles, in batches."""
         expected = (1, *((n - 2 * self.crop) * self.scale for n in tiles[0].shape[-2:]))
-        kwargs = {"crop": self.crop} if self.crop else {}
         start = 0
         while start < len(tiles):
             measure = self.batch_size is None
@@ -499,7 +497,7 @@ class Predictor:
                 allocated = torch.cuda.memory_allocated(self.device)
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 batch = torch.from_numpy(np.stack(tiles[start : start + size])).to(self.device)
-                result = self.model(to_channels_last(batch), **kwargs)
+                result = call_cropped(self.model, to_channels_last(batch), self.crop)
             if measure:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
@@ -511,7 +509,7 @@ class Predictor:
                     f"the model returned shape {tuple(result.shape)} for input {tuple(batch.shape)}; "
                     f"expected (N, {', '.join(map(str, expected))}) for scale={self.scale}. Check scale and frames."
                 )
-            outputs = result[:, 0].to("cpu", torch.float32).numpy()
+            outputs = result[:, 0].to("cpu", torch.float32)
             advance(len(batch))
             yield from outputs
 

@@ -27,12 +27,13 @@ torch.Size([1, 1, 148, 212])
 """
 
 from microsr.models import resunet, smlm, unet  # noqa: F401  (registers the built-in models)
-from microsr.models.analysis import ModelCost, model_cost, receptive_field, takes_crop
+from microsr.models.analysis import ModelCost, call_cropped, model_cost, receptive_field, takes_crop
 from microsr.models.layers import to_channels_last
 from microsr.models.registry import create_model, list_models, register_model
 
 __all__ = [
     "ModelCost",
+    "call_cropped",
     "create_model",
     "list_models",
     "model_cost",

@@ -85,6 +85,17 @@ def takes_crop(model: nn.Module) -> bool:
     return "crop" in inspect.signature(model.forward).parameters
 
 
+def call_cropped(model: nn.Module, x: Tensor, crop: int) -> Tensor:
+    """``model(x, crop=crop)``, or ``model(x)`` when ``crop`` is 0, so any model runs uncropped.
+
+    Examples
+    --------
+    >>> call_cropped(nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 5, 5), 0).shape
+    torch.Size([1, 1, 3, 3])
+    """
+    return model(x, crop=crop) if crop else model(x)
+
+
 def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = None, crop: int = 0) -> ModelCost:
     """Count parameters and FLOPs per output pixel on one ``tile`` x ``tile`` input.
 
@@ -125,7 +136,7 @@ def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = N
         with _eval_mode(model), torch.no_grad():
             device, dtype = _device_and_dtype(model)
             x = torch.zeros(1, _in_channels(model, in_channels), tile, tile, device=device, dtype=dtype)
-            output = model(x, crop=crop) if crop else model(x)
+            output = call_cropped(model, x, crop)
     finally:
         for handle in handles:
             handle.remove()
@@ -168,7 +179,7 @@ def _radius(model: nn.Module, size: int, channels: int, offsets: range) -> int:
     for offset in offsets:
         x = torch.rand(1, channels, size, size, generator=generator, dtype=torch.float64)
         x = x.to(device).requires_grad_(True)
-        y = model(x, crop=crop) if crop else model(x)
+        y = call_cropped(model, x, crop)
         scale = y.shape[-1] / (size - 2 * crop)
         centre = size // 2 + offset
         # The output pixel whose centre lies in input pixel `centre`, nearest its middle.
