@@ -27,8 +27,8 @@ import numpy as np
 import tifffile
 import torch
 
-from microsr.models import create_model, receptive_field
-from microsr.predict import DEFAULT_TILE, Predictor, overlap_for
+from microsr.models import create_model
+from microsr.predict import DEFAULT_TILE, Predictor
 from microsr.io import read_image
 
 
@@ -52,7 +52,7 @@ def _case(args: argparse.Namespace) -> dict:
         del data
         whole = args.case == "whole"
         predictor = Predictor(model, scale=args.scale, tile=args.size if whole else args.tile,
-                              overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
+                              overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, precision=args.precision,
                               progress=False)
         image = read_image(source)
         start = time.perf_counter()
@@ -74,7 +74,7 @@ def _case(args: argparse.Namespace) -> dict:
 def _run(case: str, size: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--case", case, "--size", str(size), "--model", args.model,
                "--scale", str(args.scale), "--tile", str(args.tile), "--overlap", str(args.overlap),
-               "--batch-size", str(args.batch_size), "--precision", args.precision]
+               "--blend", str(args.blend),               "--batch-size", str(args.batch_size), "--precision", args.precision]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
@@ -86,16 +86,18 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="LR tile core side")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--overlap", type=int, help="LR context per side (default: the model's)")
+    parser.add_argument("--overlap", type=int, help="LR context per side (default: the model's receptive field)")
+    parser.add_argument("--blend", type=int, help="LR pixels cross-faded per side (default: as the Predictor's)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--case", choices=["stream", "tiled", "whole"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.overlap is None:
-        args.overlap = overlap_for(receptive_field(_model(args.model, args.scale)))
     if args.case:
         print(json.dumps(_case(args)))
         return
+    # The defaults the Predictor resolves, given explicitly to each case.
+    resolved = Predictor(_model(args.model, args.scale), scale=args.scale, overlap=args.overlap, blend=args.blend)
+    args.overlap, args.blend = resolved.overlap, resolved.blend
 
     cases = {
         "stream": _run("stream", args.size, args),
@@ -108,11 +110,12 @@ def main() -> None:
         "tiled_whole_rss": cases["tiled_1024"]["peak_rss_mb"] / cases["whole_1024"]["peak_rss_mb"],
         "stream_rss_vs_1024": cases["stream"]["peak_rss_mb"] / cases["stream_1024"]["peak_rss_mb"],
     }
-    settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap", "batch_size", "precision")}
+    settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap", "blend", "batch_size",
+                                                  "precision")}
     settings.update(torch=torch.__version__, threads=torch.get_num_threads())
 
-    print(f"model {args.model} x{args.scale}, tile {args.tile}, overlap {args.overlap}, precision {args.precision}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(f"model {args.model} x{args.scale}, tile {args.tile}, overlap {args.overlap}, blend {args.blend}, "
+          f"precision {args.precision}, {torch.get_num_threads()} CPU threads")
     print(f"{'case':<14}{'output MP':>10}{'seconds':>10}{'MP/s':>8}{'peak RSS MB':>13}")
     for name, case in cases.items():
         print(f"{name:<14}{case['output_megapixels']:>10.1f}{case['seconds']:>10.1f}"

@@ -22,11 +22,11 @@ def test_bench_reports_consistent_throughput_and_fraction_of_peak(capsys, tmp_pa
     assert 0 < result["predict_fraction_of_peak"] < 1.5
     # The network alone on one tile (at --size 64 the whole image is one tile plus its context) computes
     # tiling_work times the FLOPs of the pixels it yields: the context adds work, but less than its area,
-    # because resunet_small skips the output of the context the blending does not use.
+    # because resunet_small skips the output of the context (nothing is cross-faded with the default overlap).
     assert result["network_fraction_of_peak"] == pytest.approx(
         result["network_mps"] * 1e6 * result["flops_per_output_pixel"] * result["tiling_work"]
         / (result["conv_peak_fp32"] * 1e12), rel=1e-6)
-    assert 1 < result["tiling_work"] < ((64 + 2 * 34) / 64) ** 2  # overlap 34: receptive field 26 + 8
+    assert 1 < result["tiling_work"] < ((64 + 2 * 26) / 64) ** 2  # overlap: the receptive field, 26
     assert "MP/s" in captured.out and "TFLOP/s" in captured.out
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
-from microsr.models import create_model
+from microsr.models import create_model, receptive_field
 from microsr.predict import Predictor, check_pixel_size, rescale_image
 
 RF_RADIUS = 3  # three 3x3 convolutions
@@ -82,18 +82,21 @@ def test_tiled_matches_whole_image(rng, shape):
     assert np.abs(whole - tiled).max() / (norm.hi - norm.lo) < 1e-5
 
 
-def test_a_model_that_skips_the_unused_context_is_tiled_exactly(rng):
+@pytest.mark.parametrize("blend", [None, 8])
+def test_a_model_that_skips_the_unused_context_is_tiled_exactly(rng, blend):
     """ResUNet is asked not to compute the context the blending does not use; tiled predictions
-    still equal the whole-image one and the prediction that computes every pixel."""
+    still equal the whole-image one and the prediction that computes every pixel, with the tiles
+    kept as they are (the default: the overlap is the receptive field) or cross-faded."""
     model = create_model("resunet_small", scale=2)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
     image = rng.random((70, 90)).astype(np.float32)
     norm = PercentileNormalizer().fit(image)
-    overlap = 26 + 8  # resunet_small's receptive field plus the blending margin
+    radius = receptive_field(model)
+    overlap = None if blend is None else radius + blend
     tiled = predictor(model, tile=32, overlap=overlap, normalizer=norm)
-    assert tiled.crop == overlap - 8
+    assert (tiled.overlap, tiled.blend, tiled.crop) == (radius + (blend or 0), blend or 0, radius)
     whole = predictor(model, tile=128, overlap=overlap, normalizer=norm).predict(image)
     result = tiled.predict(image)
     tiled.crop = 0
@@ -179,6 +182,8 @@ def test_too_short_stack_and_channels_are_input_errors():
         predictor(Channel(0, 2), overlap=0).predict(np.zeros((3, 8, 8)), axes="CYX")
     with pytest.raises(InputError, match="odd"):
         predictor(Channel(0, 2), frames=2, overlap=0)
+    with pytest.raises(InputError, match=r"blend=5: .* within their overlap \(4\)"):
+        predictor(Channel(0, 2), overlap=4, blend=5)
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -1,8 +1,7 @@
 """microsr cases; runs in the project's own venv (/work/main/.venv).
 
 * ``speed``: ``Predictor.predict_to_file`` of ``SIZE``^2 ``lr.tif`` to a float32 TIFF
-  (microsr's large-image path: tiles with the exact receptive-field overlap, cross-fade,
-  streaming), random weights, at the requested precision when ``Predictor`` has one.
+  (microsr's large-image path: tiles with the exact receptive-field overlap, streaming), random weights, at the requested precision when ``Predictor`` has one.
 * ``train``: ``microsr.train`` (its defaults, the "poisson" degradation on the fly) on the
   HR images for a wall-clock budget, then predictions of the held-out LR tiles (float32).
 """

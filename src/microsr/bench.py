@@ -36,27 +36,38 @@ __all__ = ["BenchResult", "conv_peak", "run_bench"]
 _TRAINING_FLOPS_FACTOR = 3
 
 
-def _seconds_per_call(fn: Callable[[], object], *, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
+def _seconds_per_call(fn: Callable[[], object], *, repeats: int, seconds: float = 0.0) -> float:
+    """Median seconds per call of ``fn``: at least ``repeats`` timed calls lasting at least ``seconds``
+    in all, after a warm-up of at least one call and ``seconds``."""
+    warm_until = time.perf_counter() + seconds
     fn()
+    while time.perf_counter() < warm_until:
+        fn()
     times = []
-    for _ in range(repeats):
+    timed_until = time.perf_counter() + seconds
+    while len(times) < repeats or time.perf_counter() < timed_until:
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
     return float(np.median(times))
 
 
-def conv_peak(dtype: torch.dtype, *, device: str | torch.device = "cpu", size: int = 128, repeats: int = 5) -> float:
+def conv_peak(
+    dtype: torch.dtype, *, device: str | torch.device = "cpu", size: int = 128, repeats: int = 5, seconds: float = 0.5
+) -> float:
     """Measured FLOP/s of a 64 -> 64 channel 3x3 convolution on a ``(4, 64, size, size)`` batch.
 
     Weights and input are already in ``dtype`` (channels_last): the peak of the
     convolution alone. (Under autocast from float32 the input's cast is timed too; on
-    a CPU with AMX that showed a fifth of the peak.)
+    a CPU with AMX that showed a fifth of the peak.) The median call of at least
+    ``repeats`` calls over at least ``seconds``, after as long a warm-up: a call takes
+    milliseconds, and five of them on a shared 2-core machine read anywhere from 1.05
+    to 2.29 TFLOP/s in bfloat16, where 0.5 s read 2.11-2.31 (the first calls of a
+    process are the slowest).
 
     Examples
     --------
-    >>> conv_peak(torch.float32, size=16, repeats=1) > 0
+    >>> conv_peak(torch.float32, size=16, repeats=1, seconds=0.01) > 0
     True
     """
     device = torch.device(device)
@@ -70,7 +81,7 @@ def conv_peak(dtype: torch.dtype, *, device: str | torch.device = "cpu", size: i
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return flops / _seconds_per_call(forward, repeats=repeats)
+    return flops / _seconds_per_call(forward, repeats=repeats, seconds=seconds)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 A :class:`Predictor` cuts every YX plane into a grid of ``tile`` x ``tile`` cores,
 each read with ``overlap`` pixels of context on every side (reflected at the image
 borders), runs the tiles through the model in batches and blends the overlapping
-outputs with a smooth separable window over the inner ``BLEND_MARGIN`` pixels of
-the overlap. With an overlap of at least the model's receptive-field radius plus
-that margin (:func:`overlap_for`) every blended
-output pixel sees the same input as in a whole-image prediction, so tiled and
-whole-image results agree; with less, the window spreads the small differences
-so that no seams show.
+outputs. With an overlap of at least the model's receptive-field radius (the
+default) every output pixel sees the same input as in a whole-image prediction, so
+tiled and whole-image results agree and each tile's core is kept as it is. With a
+smaller overlap, tiles are cross-faded with a smooth separable window over the
+inner ``blend`` pixels of the overlap (at most ``BLEND_MARGIN``), which spreads
+the small differences so that no seams show.
 
 Planes are processed one row of tiles (a *band*) at a time and finished output
 rows are handed on as soon as no later band can touch them. The same band loop
@@ -49,19 +49,19 @@ from microsr.models import call_cropped, receptive_field, takes_crop, to_channel
 from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
 
-__all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "overlap_for", "rescale_image",
-           "tiles_per_batch"]
+__all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "rescale_image", "tiles_per_batch"]
 
 PathLike = str | os.PathLike[str]
 
 _PIXEL_SIZE_TOLERANCE = 0.10
 BLEND_MARGIN = 8
-"""LR pixels each side of a tile's core over which neighbouring tiles are cross-faded."""
+"""Most LR pixels each side of a tile's core over which neighbouring tiles are cross-faded
+when the overlap is given (see :class:`Predictor`'s ``blend``)."""
 DEFAULT_TILE = 512
 """LR tile core side: per output pixel, 512 is 1.5x faster than 256 for the default model
 on CPU (less overlap per core) and 1024 is slower again (cache misses), see benchmarks/README.md."""
 
-_OVERLAPS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+_RADII: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 _EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
 
 TileCallback = Callable[[int, int], None]
@@ -77,7 +77,8 @@ class _Axis:
 
     Tile ``i`` has its core at ``[starts[i], starts[i] + core)`` and is read with
     ``overlap`` pixels of context each side. Its output is blended over the core
-    plus ``margin`` pixels each side; the rest of the context only feeds the model.
+    plus ``margin`` pixels each side (``margin <= overlap``); the rest of the context
+    only feeds the model.
     Cores start at multiples of ``core`` (the last one may extend past the image
     into the reflection), which keeps tiles aligned with the pooling grid of
     U-Net-like models.
@@ -86,11 +87,8 @@ class _Axis:
     size: int
     core: int
     overlap: int
+    margin: int
     scale: int
-
-    @property
-    def margin(self) -> int:
-        return _margin(self.overlap)
 
     @property
     def starts(self) -> range:
@@ -123,11 +121,6 @@ class _Axis:
             start = offset + self.blend_start(i)
             total[start : start + self.span] += window
         return total[offset : offset + self.size * self.scale]
-
-
-def _margin(overlap: int) -> int:
-    """LR pixels each side of a core over which neighbouring tiles are blended."""
-    return min(overlap // 2, BLEND_MARGIN)
 
 
 def _reflect(indices: np.ndarray, size: int) -> np.ndarray:
@@ -199,16 +192,21 @@ class Predictor:
     tile
         Side of a tile's core in LR pixels (smaller images use one tile of their size).
     overlap
-        LR pixels of context read on each side of a core. Its inner part (half of it,
-        at most ``BLEND_MARGIN``) is cross-faded with the neighbouring tiles, the rest
-        only feeds the model, so tiled and whole-image predictions agree exactly when
-        ``overlap`` is at least :func:`overlap_for` of the model's receptive-field
-        radius (:func:`microsr.models.receptive_field`), which is the default (measured
-        once per model; checkpoints record it). A smaller overlap is faster and the
-        blending hides the small differences. The work per core grows up to
+        LR pixels of context read on each side of a core. ``None`` (the default): the
+        model's receptive-field radius (:func:`microsr.models.receptive_field`, measured
+        once per model; checkpoints record it), with which tiled and whole-image
+        predictions agree exactly. A smaller overlap is faster and the blending hides
+        the small differences. The work per core grows up to
         ``((tile + 2 * overlap) / tile) ** 2``; a model that
         :func:`~microsr.models.takes_crop` (the built-in U-Nets) is asked not to compute
         the output of the context that only feeds it (:attr:`crop`), which saves most of that.
+    blend
+        LR pixels of the overlap, each side of a core, over which neighbouring tiles are
+        cross-faded; the rest of the overlap only feeds the model, so tiles agree exactly
+        when ``overlap - blend`` is at least the receptive-field radius. ``None``: 0 with
+        the default overlap (the tiles agree, there is nothing to hide, and the blended
+        border would be computed twice: 6-8 % of the default model's time), else
+        ``min(overlap // 2, BLEND_MARGIN)``.
     batch_size
         Tiles per forward pass. ``None`` (the default) sizes it to the device: 1 on a CPU,
         where one tile is as fast as several and needs a quarter of the memory of four
@@ -226,7 +224,9 @@ class Predictor:
     Attributes
     ----------
     overlap : int
-        Context read each side of a core (given, or from the receptive field).
+        Context read each side of a core (given, or the receptive-field radius).
+    blend : int
+        Pixels of that context, each side, that are cross-faded.
     crop : int
         Pixels of that context, each side, whose output the model is asked not to
         compute: those the blending does not use, or 0 for a model without ``crop``.
@@ -250,6 +250,7 @@ class Predictor:
         normalizer: PercentileNormalizer | None = None,
         tile: int = DEFAULT_TILE,
         overlap: int | None = None,
+        blend: int | None = None,
         batch_size: int | None = None,
         device: str | torch.device = "cpu",
         precision: str = "auto",
@@ -257,7 +258,7 @@ class Predictor:
     ) -> None:
         for name, value, minimum in (("scale", scale, 1), ("frames", frames, 1), ("tile", tile, 1),
                                      ("batch_size", 1 if batch_size is None else batch_size, 1),
-                                     ("overlap", overlap or 0, 0)):
+                                     ("overlap", overlap or 0, 0), ("blend", blend or 0, 0)):
             if int(value) != value or value < minimum:
                 raise InputError(f"{name}={value!r}: give an integer >= {minimum}.")
         if frames % 2 == 0:
@@ -273,9 +274,14 @@ class Predictor:
         self.frame_axis = frame_axis
         self.normalizer = normalizer or PercentileNormalizer()
         self.tile = tile
-        self.overlap = _default_overlap(model) if overlap is None else overlap
+        self.overlap = _radius(model) if overlap is None else overlap
+        if blend is None:
+            blend = 0 if overlap is None else min(overlap // 2, BLEND_MARGIN)
+        if blend > self.overlap:
+            raise InputError(f"blend={blend}: tiles can only be cross-faded within their overlap ({self.overlap}).")
+        self.blend = blend
         # A tile's outer context only feeds the model: one whose forward takes `crop` skips its output.
-        self.crop = self.overlap - _margin(self.overlap) if takes_crop(model) else 0
+        self.crop = self.overlap - blend if takes_crop(model) else 0
         # None on a GPU: measured on the first tile (see _run).
         self.batch_size = batch_size or (None if self.device.type == "cuda" else 1)
         self.progress = progress
@@ -432,7 +438,7 @@ class Predictor:
         """
         planes = list(np.ndindex(source.lead_shape))
         height, width = source.image.shape[-2:]
-        ys, xs = (_Axis(n, min(self.tile, n), self.overlap, self.scale) for n in (height, width))
+        ys, xs = (_Axis(n, min(self.tile, n), self.overlap, self.blend, self.scale) for n in (height, width))
         first_plane, first_row = start
         n_tiles = len(ys.starts) * len(xs.starts) * (len(planes) - first_plane)
         with Progress(disable=not self.progress) as bar, reuse_freed_memory():
@@ -524,7 +530,7 @@ class Predictor:
             "input": str(image.path) if image.path else None,
             "shape": list(image.shape), "dtype": str(image.dtype), "axes": image.axes,
             "scale": self.scale, "frames": self.frames, "frame_axis": self.frame_axis,
-            "tile": self.tile, "overlap": self.overlap, "precision": str(self.dtype),
+            "tile": self.tile, "overlap": self.overlap, "blend": self.blend, "precision": str(self.dtype),
             "lo": source.normalizer.lo, "hi": source.normalizer.hi,
             "model": digest.hexdigest(),
         }
@@ -570,25 +576,11 @@ def tiles_per_batch(free_bytes: int, bytes_per_tile: int, *, fraction: float = 0
     return max(1, int(fraction * free_bytes // max(bytes_per_tile, 1)))
 
 
-def overlap_for(radius: int) -> int:
-    """Overlap (LR pixels per side) that makes tiled prediction exact for a receptive-field `radius`.
-
-    A blended pixel lies at most ``BLEND_MARGIN`` pixels outside its tile's core, so
-    it still sees `radius` pixels of real context.
-
-    Examples
-    --------
-    >>> overlap_for(54)
-    62
-    """
-    return radius + BLEND_MARGIN
-
-
-def _default_overlap(model: nn.Module) -> int:
-    """:func:`overlap_for` the measured receptive field, cached per model (measuring can take seconds)."""
-    if model not in _OVERLAPS:
-        _OVERLAPS[model] = overlap_for(receptive_field(model))
-    return _OVERLAPS[model]
+def _radius(model: nn.Module) -> int:
+    """The measured receptive-field radius, cached per model (measuring can take seconds)."""
+    if model not in _RADII:
+        _RADII[model] = receptive_field(model)
+    return _RADII[model]
 
 
 # --------------------------------------------------------------------------- pixel size

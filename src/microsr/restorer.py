@@ -24,7 +24,7 @@ from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
 from microsr.metrics import ErrorMap
 from microsr.models import create_model
-from microsr.predict import DEFAULT_TILE, Predictor, check_pixel_size, overlap_for, rescale_image
+from microsr.predict import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
 __all__ = ["Restorer", "load_model"]
 
@@ -73,6 +73,9 @@ class Restorer:
                 "(Python: microsr.sim_reconstruct.predict_sim)."
             )
         radius = self.info.get("receptive_field")
+        # Recorded at training, the receptive field need not be measured again: tiles that see all of
+        # it agree exactly, with nothing to cross-fade.
+        exact = {} if radius is None else {"overlap": radius, "blend": 0}
         return Predictor(
             self.module.to(device),
             scale=self.scale,
@@ -80,8 +83,7 @@ class Restorer:
             frame_axis=self.info.get("frame_axis", "T"),
             normalizer=PercentileNormalizer.from_dict(self.info["normalization"]),
             tile=tile,
-            # Recorded at training, the receptive field need not be measured again.
-            overlap=None if radius is None else overlap_for(radius),
+            **exact,
             batch_size=batch_size,
             device=device,
             precision=precision,

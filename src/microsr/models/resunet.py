@@ -173,7 +173,7 @@ class ResUNet(nn.Module):
         ``self(x, crop=c)`` equals ``self(x)[..., c * scale : -c * scale, c * scale : -c * scale]``
         without computing the pixels it leaves out, where the work allows: a tiled
         prediction keeps only the middle of each tile, and cropping skips a quarter of the
-        default model's work on a 512-pixel tile with its 62 pixels of context.
+        default model's work on a 512-pixel tile with its 54 pixels of context.
         """
         # The body keeps `halo` more pixels each side: the upsampling reads that far, and its output
         # there (zero padding at the features' edge) is dropped.
