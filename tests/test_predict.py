@@ -207,10 +207,11 @@ def stack_file(tmp_path, rng):
     return write_image(tmp_path / "stack.tif", Image(data, "ZYX", pixel_size=100.0, z_spacing=300.0))
 
 
-@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif", ".ome.tif"])
-def test_streaming_matches_in_memory(tmp_path, stack_file, suffix):
+@pytest.mark.parametrize(("suffix", "blend"), [(".ome.zarr", None), (".tif", None), (".ome.tif", None), (".tif", 0)])
+def test_streaming_matches_in_memory(tmp_path, stack_file, suffix, blend):
+    """Cross-faded tiles (blend 3) stream in full rows, exact ones (blend 0) tile by tile."""
     image = read_image(stack_file)
-    p = predictor(conv_model(), tile=32, overlap=6)
+    p = predictor(conv_model(), tile=32, overlap=6, blend=blend)
     written = p.predict_to_file(image, tmp_path / f"out{suffix}")
     result = read_image(written)
     assert result.axes == "ZYX"
@@ -238,17 +239,19 @@ def test_output_inside_the_input_is_refused(tmp_path, stack_file):
             predictor(conv_model(), overlap=6).predict_to_file(read_image(source), output, overwrite=True)
 
 
-def test_resume_after_interrupt(tmp_path, rng):
+@pytest.mark.parametrize(("blend", "rerun_bands"), [(None, 1), (0, 0)])
+def test_resume_after_interrupt(tmp_path, rng, blend, rerun_bands):
     # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane (batches of
     # up to 4 tiles); the output planes have 600 rows, recorded as done row by row.
     data = rng.integers(0, 4000, (2, 300, 40)).astype(np.uint16)
     image = Image(data, "ZYX", pixel_size=100.0)
-    options = dict(tile=32, overlap=6, batch_size=4, normalizer=PercentileNormalizer().fit(image))
+    options = dict(tile=32, overlap=6, blend=blend, batch_size=4, normalizer=PercentileNormalizer().fit(image))
     reference = predictor(conv_model(), **options).predict_to_file(image, tmp_path / "reference.ome.zarr")
-    # Interrupted in the last band of plane 0, the rows bands 0-8 finished are done: band 8
-    # (whose lower rows the last band blends) and band 9 run again, then plane 1. Interrupted in
-    # band 4 of plane 1, plane 0 and the rows of bands 0-3 are done: bands 3-9 run again.
-    for stop_at, calls_to_finish in ((10, 2 + 10), (15, 7)):
+    # Interrupted in the last band of plane 0, the rows bands 0-8 finished are done: band 9 runs
+    # again (and band 8 too when cross-faded: the last band blends its lower rows), then plane 1.
+    # Interrupted in band 4 of plane 1, plane 0 and the rows of bands 0-3 are done: bands 4-9 run
+    # again (and band 3 when cross-faded).
+    for stop_at, calls_to_finish in ((10, 1 + rerun_bands + 10), (15, 6 + rerun_bands)):
         output = tmp_path / f"out{stop_at}.ome.zarr"
         with pytest.raises(KeyboardInterrupt):
             predictor(Interrupting(conv_model(), stop_at), **options).predict_to_file(image, output)

@@ -161,10 +161,18 @@ class PercentileNormalizer:
         lo, hi = self._bounds()
         return ((np.asarray(x, dtype=np.float32) - lo) / (hi - lo)).astype(np.float32, copy=False)
 
-    def denormalize(self, y: np.ndarray) -> np.ndarray:
-        """Undo :meth:`__call__`: ``y * (hi - lo) + lo`` as float32."""
+    def denormalize(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Undo :meth:`__call__`: ``y * (hi - lo) + lo`` as float32, into ``out`` if given (it may be ``y``).
+
+        Examples
+        --------
+        >>> y = np.array([0.0, 0.5, 1.0], np.float32)
+        >>> PercentileNormalizer(lo=10.0, hi=20.0).denormalize(y, out=y).tolist(), y.tolist()
+        ([10.0, 15.0, 20.0], [10.0, 15.0, 20.0])
+        """
         lo, hi = self._bounds()
-        return (np.asarray(y, dtype=np.float32) * (hi - lo) + lo).astype(np.float32, copy=False)
+        scaled = np.multiply(np.asarray(y, dtype=np.float32), hi - lo, out=out, dtype=np.float32)
+        return np.add(scaled, lo, out=scaled, dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as a plain dict (``lo``/``hi`` only when fitted)."""

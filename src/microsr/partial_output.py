@@ -88,11 +88,12 @@ class PartialOutput:
         partial.save_progress((0, 0))
         return partial, (0, 0)
 
-    def write(self, plane: int, row: int, rows: np.ndarray) -> None:
-        """Store ``rows`` (``(n, width)``) from ``row`` on in plane number ``plane`` (C order of the lead axes)."""
+    def write(self, plane: int, row: int, block: np.ndarray, col: int = 0) -> None:
+        """Store ``block`` (``(n, m)``) at ``row``, ``col`` of plane number ``plane`` (C order of the lead axes)."""
         with open(self.folder / _ROWS_FILE, "r+b") as file:
-            file.seek(self._offset(plane, row))
-            file.write(np.ascontiguousarray(rows, self.dtype).data)
+            for i, line in enumerate(block):
+                file.seek(self._offset(plane, row + i) + col * self.dtype.itemsize)
+                file.write(np.ascontiguousarray(line, self.dtype).data)
 
     def save_progress(self, done: tuple[int, int]) -> None:
         """Record that planes before ``done[0]`` and rows before ``done[1]`` of that plane are written."""

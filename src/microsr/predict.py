@@ -132,6 +132,43 @@ def _reflect(indices: np.ndarray, size: int) -> np.ndarray:
     return np.where(indices >= size, period - indices, indices)
 
 
+class _BlendedBand:
+    """The cross-faded tiles of one band of a plane, summed over full output rows.
+
+    ``acc`` holds sum(weight * output) over the rows band ``i`` blends and the image's
+    columns (finished rows are then contiguous and handed on without a copy); ``acc[0]``
+    is output row ``ys.blend_start(i)``. In torch, whose element-wise operations use
+    every thread (numpy's one).
+    """
+
+    def __init__(self, ys: _Axis, xs: _Axis) -> None:
+        self.ys = ys
+        self.weight_y, self.weight_x = torch.from_numpy(ys.weight_sum()), torch.from_numpy(xs.weight_sum())
+        self.tile_weight = torch.from_numpy(ys.window()[:, None] * xs.window()[None, :])
+        self.acc = torch.zeros(ys.span, xs.size * xs.scale)
+
+    def add(self, tile: torch.Tensor, col: int, inside: slice) -> None:
+        """Add ``tile``, the part ``inside`` of a tile's blended span, from output column ``col`` on."""
+        self.acc[:, col : col + tile.shape[1]].addcmul_(tile, self.tile_weight[:, inside])
+
+    def finish(self, i: int, first_row: int) -> Iterator[tuple[int, np.ndarray]]:
+        """After band ``i``: yield ``(row, rows)`` for its finished rows from ``first_row`` on, then move on a band.
+
+        ``rows`` are normalised output, the accumulator's memory: valid until the next item.
+        """
+        ys, acc = self.ys, self.acc
+        top, step, out_height = ys.blend_start(i), ys.core * ys.scale, ys.size * ys.scale
+        # Rows above the next band's first blended row get no more contributions.
+        stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
+        pieces = range(max(top, 0, first_row), stop, _EMIT_ROWS)
+        for start, end in zip(pieces, [*pieces[1:], stop]):
+            finished = acc[start - top : end - top]
+            finished.div_(self.weight_y[start:end, None]).div_(self.weight_x[None, :])  # in place: these rows are done
+            yield start, finished.numpy()
+        acc[: ys.span - step] = acc[step:].clone()  # the two can overlap when the core is small
+        acc[ys.span - step :] = 0
+
+
 @dataclass(frozen=True)
 class _Source:
     """The input image, ready to be read as normalised ``(frames, h, w)`` blocks."""
@@ -324,8 +361,8 @@ class Predictor:
         source = self._source(_as_image(image, axes))
         height, width = source.image.shape[-2:]
         out = np.empty((*source.lead_shape, height * self.scale, width * self.scale), np.float32)
-        for _, lead, row, rows in self._rows(source, on_tile=on_tile):
-            out[(*lead, slice(row, row + len(rows)))] = rows
+        for _, lead, row, col, block in self._blocks(source, on_tile=on_tile):
+            out[(*lead, slice(row, row + block.shape[0]), slice(col, col + block.shape[1]))] = block
         return out
 
     def predict_to_file(
@@ -389,10 +426,11 @@ class Predictor:
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
         partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
-        for plane, _, row, rows in self._rows(source, done, on_tile):
-            partial_output.write(plane, row, rows)
-            end = row + len(rows)
-            partial_output.save_progress((plane + 1, 0) if end == height else (plane, end))
+        for plane, _, row, col, block in self._blocks(source, done, on_tile):
+            partial_output.write(plane, row, block, col)
+            if col + block.shape[1] == width:  # the block finishes its rows
+                end = row + block.shape[0]
+                partial_output.save_progress((plane + 1, 0) if end == height else (plane, end))
         result = Image(
             partial_output.to_dask(),
             image.axes,
@@ -428,13 +466,16 @@ class Predictor:
         normalizer = self.normalizer if self.normalizer.fitted else self.normalizer.fit(image)
         return _Source(image, name, self.frames, frame_axis, normalizer)
 
-    def _rows(
+    def _blocks(
         self, source: _Source, start: tuple[int, int] = (0, 0), on_tile: TileCallback | None = None
-    ) -> Iterator[tuple[int, tuple[int, ...], int, np.ndarray]]:
-        """Yield ``(plane number, lead index, first row, finished output rows)`` plane by plane.
+    ) -> Iterator[tuple[int, tuple[int, ...], int, int, np.ndarray]]:
+        """Yield ``(plane number, lead index, first row, first column, block)`` of finished output.
 
-        Starts at output row ``start[1]`` of plane number ``start[0]`` (for resuming);
-        rows are float32 ``(n, W * scale)`` in the input's units. ``on_tile`` as in :meth:`predict`.
+        Starts at output row ``start[1]`` of plane number ``start[0]`` (for resuming).
+        Blocks are float32 in the input's units and valid until the next item (they are
+        the model output's or the band accumulator's memory); within a band they come left
+        to right, and one that reaches the right edge finishes its rows. ``on_tile`` as in
+        :meth:`predict`.
         """
         planes = list(np.ndindex(source.lead_shape))
         height, width = source.image.shape[-2:]
@@ -451,25 +492,24 @@ class Predictor:
 
             for plane in range(first_plane, len(planes)):
                 skip = first_row if plane == first_plane else 0
-                for row, rows in self._plane_rows(source, planes[plane], ys, xs, skip, advance):
-                    yield plane, planes[plane], row, rows
+                for row, col, block in self._plane_blocks(source, planes[plane], ys, xs, skip, advance):
+                    yield plane, planes[plane], row, col, block
 
-    def _plane_rows(
+    def _plane_blocks(
         self, source: _Source, lead: tuple[int, ...], ys: _Axis, xs: _Axis, first_row: int,
         advance: Callable[[int], None],
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Blend one plane band by band, yielding each run of finished rows from ``first_row`` on."""
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Predict one plane band by band, yielding ``(row, column, block)`` of finished output from ``first_row`` on.
+
+        Without blending, each tile's core is final as the model returns it and is handed on
+        at once, so memory does not grow with the width of the image; blended tiles are
+        summed into a :class:`_BlendedBand` first.
+        """
         s = self.scale
-        out_height = ys.size * s
-        x_offset = xs.margin * s  # accumulator columns start this far before the image
-        weight_y, weight_x = torch.from_numpy(ys.weight_sum()), torch.from_numpy(xs.weight_sum())
-        tile_weight = torch.from_numpy(ys.window()[:, None] * xs.window()[None, :])
+        out_height, out_width = ys.size * s, xs.size * s
         context = (self.overlap - ys.margin - self.crop) * s  # output rows and columns of context left
         cols = xs.read_indices(0, len(xs.starts) - 1)
-        # sum(weight * output) over the rows band i blends; acc[0] is output row ys.blend_start(i).
-        # In torch, whose element-wise operations use every thread (numpy's one).
-        acc = torch.zeros(ys.span, x_offset + xs.starts[-1] * s + xs.span)
-        step = ys.core * s  # output rows between consecutive bands
+        blended_band = _BlendedBand(ys, xs) if ys.margin else None
         for i in range(len(ys.starts)):
             top = ys.blend_start(i)
             if top + ys.span <= first_row:  # resuming: this band only touches finished rows
@@ -477,18 +517,18 @@ class Predictor:
                 continue
             band = source.read(lead, ys.read_indices(i, i), cols)
             tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
-            for x0, out in zip(xs.starts, self._run(tiles, advance)):
-                blended = out[context : context + ys.span, context : context + xs.span]
-                acc[:, x0 * s : x0 * s + xs.span].addcmul_(blended, tile_weight)
-            # Rows above the next band's first blended row get no more contributions.
-            stop = min(top + step, out_height) if i + 1 < len(ys.starts) else out_height
-            pieces = range(max(top, 0, first_row), stop, _EMIT_ROWS)
-            for start, end in zip(pieces, [*pieces[1:], stop]):
-                finished = acc[start - top : end - top, x_offset : x_offset + xs.size * s]
-                finished.div_(weight_y[start:end, None]).div_(weight_x[None, :])  # in place: these rows are done
-                yield start, source.normalizer.denormalize(finished.numpy())
-            acc[: ys.span - step] = acc[step:].clone()  # the two can overlap when the core is small
-            acc[ys.span - step :] = 0
+            for j, out in enumerate(self._run(tiles, advance)):
+                left = xs.blend_start(j)  # the first and last tiles blend beyond the image
+                inside = slice(max(-left, 0), min(out_width - left, xs.span))
+                tile = out[context : context + ys.span, context : context + xs.span][:, inside]
+                if blended_band is None:
+                    block = tile[max(first_row - top, 0) : out_height - top].numpy()
+                    yield max(top, first_row), left + inside.start, source.normalizer.denormalize(block, out=block)
+                else:
+                    blended_band.add(tile, left + inside.start, inside)
+            if blended_band is not None:
+                for row, rows in blended_band.finish(i, first_row):
+                    yield row, 0, source.normalizer.denormalize(rows, out=rows)
 
     def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[torch.Tensor]:
         """Yield model outputs ``((h - 2 crop) * scale, (w - 2 crop) * scale)`` for equal-sized
