@@ -2,19 +2,20 @@
 
 A :class:`Predictor` cuts every YX plane into a grid of ``tile`` x ``tile`` cores,
 each read with ``overlap`` pixels of context on every side (reflected at the image
-borders), runs the tiles through the model in batches and blends the overlapping
-outputs. With an overlap of at least the model's receptive-field radius (the
+borders), runs the tiles through the model in batches and puts the outputs
+together. With an overlap of at least the model's receptive-field radius (the
 default) every output pixel sees the same input as in a whole-image prediction, so
 tiled and whole-image results agree and each tile's core is kept as it is. With a
 smaller overlap, tiles are cross-faded with a smooth separable window over the
 inner ``blend`` pixels of the overlap (at most ``BLEND_MARGIN``), which spreads
 the small differences so that no seams show.
 
-Planes are processed one row of tiles (a *band*) at a time and finished output
-rows are handed on as soon as no later band can touch them. The same band loop
+Planes are processed one row of tiles (a *band*) at a time. A kept core is handed
+on as soon as the model returns it; cross-faded tiles are summed over a band of
+output rows, handed on as soon as no later band can touch them. The same loop
 fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
-(:meth:`Predictor.predict_to_file`), so memory depends on the plane width, never
-on the image size.
+(:meth:`Predictor.predict_to_file`), so memory never depends on the image size (nor
+on its width, with kept cores).
 
 Streaming writes level 0 into ``OUTPUT.partial`` (raw float32 rows plus a
 ``progress.json`` naming the finished rows, :mod:`microsr.partial_output`), then converts it to the requested
