@@ -63,7 +63,7 @@ DEFAULT_TILE = 512
 on CPU (less overlap per core) and 1024 is slower again (cache misses), see benchmarks/README.md."""
 
 _RADII: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
-_EMIT_ROWS = 256  # finished rows are handed on in pieces this tall, bounding the temporaries
+_EMIT_ROWS = 256  # cross-faded rows are handed on, and their progress recorded, in pieces this tall
 
 TileCallback = Callable[[int, int], None]
 """``on_tile(tiles_done, tiles_total)``: progress of a prediction, see :meth:`Predictor.predict`."""
