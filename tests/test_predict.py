@@ -115,6 +115,15 @@ def test_small_overlap_is_blended_without_seams(rng):
     assert 0 < np.abs(whole - tiled).max() / (norm.hi - norm.lo) < 0.2
 
 
+def test_whole_numbers_of_other_types_are_taken_as_integers(rng):
+    image = rng.random((20, 30)).astype(np.float32)
+    norm = PercentileNormalizer().fit(image)
+    expected = predictor(conv_model(), tile=16, overlap=4, blend=2, normalizer=norm).predict(image)
+    result = predictor(conv_model(), scale=2.0, tile=np.int64(16), overlap=4.0, blend=np.int32(2),
+                       normalizer=norm).predict(image)
+    np.testing.assert_array_equal(result, expected)
+
+
 def test_no_edge_dropped():
     image = np.zeros((37, 101), np.float32)
     image[:, -1] = 1.0

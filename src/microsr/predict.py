@@ -299,6 +299,9 @@ class Predictor:
                                      ("overlap", overlap or 0, 0), ("blend", blend or 0, 0)):
             if int(value) != value or value < minimum:
                 raise InputError(f"{name}={value!r}: give an integer >= {minimum}.")
+        # Whole numbers of other types (4.0, numpy integers) index and slice as ints from here on.
+        scale, frames, tile = int(scale), int(frames), int(tile)
+        overlap, blend, batch_size = (None if n is None else int(n) for n in (overlap, blend, batch_size))
         if frames % 2 == 0:
             raise InputError(f"frames={frames}: the frame window is centred on the output frame, so it must be odd.")
         if frame_axis not in ("T", "Z"):
