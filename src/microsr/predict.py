@@ -78,7 +78,7 @@ class _Axis:
 
     Tile ``i`` has its core at ``[starts[i], starts[i] + core)`` and is read with
     ``overlap`` pixels of context each side. Its output is blended over the core
-    plus ``margin`` pixels each side (``margin <= overlap``); the rest of the context
+    plus ``blend`` pixels each side (``blend <= overlap``); the rest of the context
     only feeds the model.
     Cores start at multiples of ``core`` (the last one may extend past the image
     into the reflection), which keeps tiles aligned with the pooling grid of
@@ -88,7 +88,7 @@ class _Axis:
     size: int
     core: int
     overlap: int
-    margin: int
+    blend: int
     scale: int
 
     @property
@@ -97,8 +97,8 @@ class _Axis:
 
     @property
     def span(self) -> int:
-        """Output pixels each tile blends: (core + 2 margin) * scale."""
-        return (self.core + 2 * self.margin) * self.scale
+        """Output pixels each tile blends: (core + 2 blend) * scale."""
+        return (self.core + 2 * self.blend) * self.scale
 
     def read_indices(self, first: int, last: int) -> np.ndarray:
         """Reflected source indices covering tiles ``first..last`` (inclusive) with their context."""
@@ -107,7 +107,7 @@ class _Axis:
 
     def blend_start(self, i: int) -> int:
         """Output index of the first pixel tile ``i`` blends (negative before the image)."""
-        return (self.starts[i] - self.margin) * self.scale
+        return (self.starts[i] - self.blend) * self.scale
 
     def window(self) -> np.ndarray:
         """Raised-cosine weights over one tile's blended span; positive everywhere, so every pixel is covered."""
@@ -115,7 +115,7 @@ class _Axis:
 
     def weight_sum(self) -> np.ndarray:
         """Sum of all tiles' windows at each output pixel of the image, shape ``(size * scale,)``."""
-        offset = self.margin * self.scale  # the first tile starts this far before the image
+        offset = self.blend * self.scale  # the first tile starts this far before the image
         total = np.zeros(offset + self.starts[-1] * self.scale + self.span, np.float32)
         window = self.window()
         for i in range(len(self.starts)):
@@ -511,9 +511,9 @@ class Predictor:
         """
         s = self.scale
         out_height, out_width = ys.size * s, xs.size * s
-        context = (self.overlap - ys.margin - self.crop) * s  # output rows and columns of context left
+        context = (self.overlap - self.blend - self.crop) * s  # output rows and columns of context left
         cols = xs.read_indices(0, len(xs.starts) - 1)
-        blended_band = _BlendedBand(ys, xs) if ys.margin else None
+        blended_band = _BlendedBand(ys, xs) if self.blend else None
         for i in range(len(ys.starts)):
             top = ys.blend_start(i)
             if top + ys.span <= first_row:  # resuming: this band only touches finished rows
