@@ -9,7 +9,7 @@ from torch import nn
 
 from microsr.errors import InputError
 from microsr.models import create_model, list_models, model_cost, receptive_field
-from microsr.models.layers import ResBlock, UpConv, relu_, shuffle_pixels, subpixels_last
+from microsr.models.layers import ResBlock, UpConv, max_pool_2x2, relu_, shuffle_pixels, subpixels_last
 from microsr.models.resunet import ResUNet, bicubic
 
 BUILTINS = ["resunet", "resunet_small", "unet"]
@@ -170,14 +170,16 @@ def test_resunet_global_residual_is_bicubic_of_centre_frame():
             p.zero_()
         x = torch.rand(2, 3, 11, 13)
         expected = F.interpolate(x[:, 1:2], scale_factor=4, mode="bicubic", align_corners=False)
-        assert torch.allclose(model(x), expected)
+        assert torch.allclose(model(x), expected, atol=1e-6)
 
 
 def test_new_resunet_is_bicubic_interpolation():
     model = create_model("resunet", scale=2)
     x = torch.rand(1, 1, 16, 16)
     with torch.no_grad():
-        assert torch.allclose(model(x), F.interpolate(x, scale_factor=2, mode="bicubic"))
+        # Within float32 rounding: the model's bicubic is a convolution (see resunet.bicubic), and
+        # without an absolute tolerance an output near zero failed for some random inputs.
+        assert torch.allclose(model(x), F.interpolate(x, scale_factor=2, mode="bicubic"), atol=1e-6)
 
 
 def test_resunet_small_overfits_one_pair():
@@ -249,6 +251,18 @@ def test_16_bit_relu_on_int16_bits_equals_torch_s():
     for dtype in (torch.bfloat16, torch.float16):
         half = x.to(dtype).contiguous(memory_format=torch.channels_last)
         assert torch.equal(relu_(half.clone()), F.relu(half))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_max_pool_outside_autograd_equals_torch_s_with_odd_sizes_and_nans(dtype, layout):
+    x = torch.randn(2, 5, 11, 8, generator=torch.Generator().manual_seed(3))
+    x[0, 1, 4, 2] = float("nan")
+    x = x.to(dtype).contiguous(memory_format=layout)
+    pooled = max_pool_2x2(x)
+    assert torch.equal(pooled.isnan(), F.max_pool2d(x, 2).isnan()) and pooled.isnan().sum() == 1
+    assert torch.equal(pooled.nan_to_num(), F.max_pool2d(x, 2).nan_to_num())
+    assert pooled.is_contiguous(memory_format=layout)
 
 
 @pytest.mark.parametrize("factor", [2, 4])

@@ -137,6 +137,28 @@ def subpixels_last(t: Tensor, factor: int) -> Tensor:
     return t.reshape(-1, factor * factor, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
+def max_pool_2x2(x: Tensor) -> Tensor:
+    """``F.max_pool2d(x, 2)``; outside autograd, as two element-wise maxima of strided views.
+
+    PyTorch's CPU max pooling ran slower than two passes of :func:`torch.maximum` (32
+    channels at 624² in bfloat16: 3.5 against 2.0 ms in channels_last, 28 against 6 ms in
+    NCHW). The result is the same, NaNs included. Under autograd it is ``max_pool2d``,
+    whose gradient goes to one of tied values where ``maximum`` would split it.
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 3, 9, 8)
+    >>> torch.equal(max_pool_2x2(x), F.max_pool2d(x, 2))
+    True
+    """
+    if x.requires_grad:
+        return F.max_pool2d(x, 2)
+    h, w = x.shape[-2:]
+    x = x[..., : h - h % 2, : w - w % 2]
+    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
 class ReLU(nn.ReLU):
     """In-place :class:`torch.nn.ReLU` through :func:`relu_`."""
 
@@ -424,7 +446,7 @@ class UNetBody(nn.Module):
         for level, encoder in enumerate(self.encoders):
             if level > 0:
                 skips.append(x)
-                x = F.max_pool2d(x, 2)
+                x = max_pool_2x2(x)
             x = encoder(x)
         # needed[l]: the (rows, columns) of level l whose decoder output is kept or feeds a kept
         # one; inputs[l]: what decoder l reads for them. Outside needed[l] its output is wrong

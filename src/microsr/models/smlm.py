@@ -52,7 +52,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from microsr.models.layers import DoubleConv, UNetBody, check_int, check_widths, conv3x3, pad_to_multiple
+from microsr.models.layers import (
+    DoubleConv, UNetBody, check_int, check_widths, conv3x3, max_pool_2x2, pad_to_multiple,
+)
 from microsr.models.registry import register_model
 
 __all__ = ["DSIRAutoencoder", "DeepSTORM", "SMLMUNet"]
@@ -120,7 +122,7 @@ class DSIRAutoencoder(nn.Module):
         for i, ((layer, _, _), norm) in enumerate(zip(_DSIR_LAYERS, self.norms)):
             x = F.relu(getattr(self, norm)(getattr(self, layer)(x)))
             if i < _POOLINGS:
-                x = F.max_pool2d(x, 2)
+                x = max_pool_2x2(x)
         return x[..., :h, :w]
 
 
@@ -180,7 +182,7 @@ class DeepSTORM(nn.Module):
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, 2**_POOLINGS)
         for i, block in enumerate(self.encoder):
-            x = block(x) if i == 0 else block(F.max_pool2d(x, 2))
+            x = block(x) if i == 0 else block(max_pool_2x2(x))
         for block in self.decoder:
             x = block(F.interpolate(x, scale_factor=2, mode="nearest"))
         return self.head(x)[..., :h, :w]
