@@ -366,7 +366,8 @@ class Predictor:
         height, width = source.image.shape[-2:]
         out = np.empty((*source.lead_shape, height * self.scale, width * self.scale), np.float32)
         for _, lead, row, col, block in self._blocks(source, on_tile=on_tile):
-            out[(*lead, slice(row, row + block.shape[0]), slice(col, col + block.shape[1]))] = block
+            source.normalizer.denormalize(block, out=out[(*lead, slice(row, row + block.shape[0]),
+                                                         slice(col, col + block.shape[1]))])
         return out
 
     def predict_to_file(
@@ -431,7 +432,7 @@ class Predictor:
         height, width = (n * self.scale for n in image.shape[-2:])
         partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
         for plane, _, row, col, block in self._blocks(source, done, on_tile):
-            partial_output.write(plane, row, block, col)
+            partial_output.write(plane, row, source.normalizer.denormalize(block, out=block), col)
             if col + block.shape[1] == width:  # the block finishes its rows
                 end = row + block.shape[0]
                 partial_output.save_progress((plane + 1, 0) if end == height else (plane, end))
@@ -476,10 +477,10 @@ class Predictor:
         """Yield ``(plane number, lead index, first row, first column, block)`` of finished output.
 
         Starts at output row ``start[1]`` of plane number ``start[0]`` (for resuming).
-        Blocks are float32 in the input's units and valid until the next item (they are
-        the model output's or the band accumulator's memory); within a band they come left
-        to right, and one that reaches the right edge finishes its rows. ``on_tile`` as in
-        :meth:`predict`.
+        Blocks are float32, still normalised (the caller denormalises them into where they
+        go, saving a pass), and valid until the next item (they are the model output's or
+        the band accumulator's memory); within a band they come left to right, and one
+        that reaches the right edge finishes its rows. ``on_tile`` as in :meth:`predict`.
         """
         planes = list(np.ndindex(source.lead_shape))
         height, width = source.image.shape[-2:]
@@ -527,12 +528,12 @@ class Predictor:
                 tile = out[context : context + ys.span, context : context + xs.span][:, inside]
                 if blended_band is None:
                     block = tile[max(first_row - top, 0) : out_height - top].numpy()
-                    yield max(top, first_row), left + inside.start, source.normalizer.denormalize(block, out=block)
+                    yield max(top, first_row), left + inside.start, block
                 else:
                     blended_band.add(tile, left + inside.start, inside)
             if blended_band is not None:
                 for row, rows in blended_band.finish(i, first_row):
-                    yield row, 0, source.normalizer.denormalize(rows, out=rows)
+                    yield row, 0, rows
 
     def _run(self, tiles: list[np.ndarray], advance: Callable[[int], None]) -> Iterator[torch.Tensor]:
         """Yield model outputs ``((h - 2 crop) * scale, (w - 2 crop) * scale)`` for equal-sized
