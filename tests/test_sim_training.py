@@ -11,7 +11,7 @@ from microsr.cli import main
 from microsr.config import load_config
 from microsr.data import PairedImages, PercentileNormalizer
 from microsr.errors import InputError
-from microsr.io import Image, read_image
+from microsr.io import Image, read_image, write_image
 from microsr.restorer import load_model
 from microsr.sim_reconstruct import compare_sim, predict_sim
 from microsr.simulate.sim import SIMSimulation, simulate_field
@@ -196,3 +196,24 @@ def test_shipped_tirf_model_restores_simulated_tirf_sim_fields():
                       rows["tirf9"]["ssim"] - rows["wide-field (bicubic)"]["ssim"]))
     # Measured: +7.0 dB / +0.27 and +9.4 dB / +0.36.
     assert all(psnr_gain > 5 and ssim_gain > 0.2 for psnr_gain, ssim_gain in gains), gains
+
+
+def test_a_model_trained_on_one_time_point_takes_it_from_multi_time_point_files(simulated, tmp_path, capsys):
+    """T-SIM's layout (configs/tsim_er.yaml): 9 frames along C, 3 time points along Z, one target per file."""
+    folder, _ = simulated
+    raws = [np.asarray(read_image(folder / "raw" / f"{i:04d}.tif").data) for i in range(3)]
+    write_image(tmp_path / "tsim.tif", Image(np.stack(raws, axis=1), "CZYX", 60.0))
+    run = _run(folder, [0, 3, 6], steps=2)
+    run["data"].update(lr=[str(tmp_path / "tsim.tif")], hr=[str(folder / "target" / "0001.tif")], lr_planes={"Z": 1})
+    microsr.train(run, tmp_path / "model", progress=False)
+    expected = predict_sim(tmp_path / "model", raws[1])
+    for name, raw in (("middle.tif", tmp_path / "tsim.tif"), ("single.tif", folder / "raw" / "0001.tif")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sim", "predict", str(tmp_path / "model"), str(raw), "-o", str(tmp_path / name), "--device", "cpu"])
+        assert exit_info.value.code == 0, capsys.readouterr().err
+        predicted = np.asarray(read_image(tmp_path / name).data)
+        assert predicted.shape == (128, 128)  # one acquisition: the middle time point, not all three
+        assert np.allclose(predicted, expected, atol=1e-3 * np.abs(expected).max())
+    run["data"]["lr_planes"] = {"Z": 3}
+    with pytest.raises(InputError, match="plane 3 of Z is out of range 0-2"):
+        microsr.train(run, tmp_path / "refused", progress=False)

@@ -174,7 +174,11 @@ def predict(
     ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Apply a multi-frame SIM (or SRRF) model to every acquisition of RAW."""
+    """Apply a multi-frame SIM (or SRRF) model to every acquisition of RAW.
+
+    A model trained on some planes of its acquisitions (`data.lr_planes`, e.g. the middle of
+    T-SIM's 3 time points) takes the same planes of RAW when RAW has those axes.
+    """
     from microsr.io import check_output, write_image
     from microsr.predict import check_pixel_size
     from microsr.restorer import load_model
@@ -182,7 +186,7 @@ def predict(
     from microsr.training import pick_device
 
     restorer = load_model(model)
-    image = read_raw(raw, pixel_size=pixel_size)
+    image = _training_planes(restorer, read_raw(raw, pixel_size=pixel_size))
     check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=False, force=force, can_rescale=False)
     frames, axes = sim_frames(image, _acquisition_frames(restorer, image))
     check_output(output, overwrite, inputs=[raw])
@@ -191,6 +195,18 @@ def predict(
     write_image(output, results if axes.startswith("T") else results[0], axes=axes, pixel_size=pixel_size,
                 overwrite=overwrite, inputs=[raw])
     out.print(f"wrote {output}")
+
+
+def _training_planes(restorer: Restorer, image: Image) -> Image:
+    """The planes of ``image`` the model was trained on (its ``data.lr_planes``), of the axes ``image`` has.
+
+    A model trained on the middle time point of T-SIM's (3 time points × 9 frames) files
+    takes the same time point of such a file, and a (9, Y, X) stack as it is.
+    """
+    from microsr.io import select_planes
+
+    planes = restorer.info.get("run", {}).get("data", {}).get("lr_planes") or {}
+    return select_planes(image, {axis: i for axis, i in planes.items() if axis in image.axes[:-2]})
 
 
 def _acquisition_frames(restorer: Restorer, image: Image) -> int:

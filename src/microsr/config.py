@@ -92,6 +92,10 @@ class DataConfig(_Strict):
         "along C, angle-major; [0, 5, 10] = first phase of 3 angles x 5 phases) are the input, one `hr` target per "
         "acquisition; `frames` becomes their number.",
     )
+    lr_planes: dict[Literal["T", "C", "Z"], int] | None = Field(
+        None, description="Take every `lr` image at these indices of its leading axes, e.g. {Z: 1}: the middle of the "
+        "3 time points that T-SIM files store along Z. `microsr sim predict` takes the same planes of its input.",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1)
     batch_size: int = Field(8, ge=1)
     samples_per_epoch: int = Field(512, ge=1, description="Training tiles (or simulated frames) drawn per epoch.")

@@ -18,7 +18,7 @@ import shutil
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "check_output",
     "find_images",
     "read_image",
+    "select_planes",
     "write_image",
 ]
 
@@ -227,6 +228,53 @@ def check_finite(array: np.ndarray | da.Array, name: str) -> None:
     """
     if np.issubdtype(array.dtype, np.inexact) and not bool(np.isfinite(array).all()):
         raise InputError(f"{name} contains NaN or infinite values; replace them (e.g. with 0) before using it")
+
+
+def select_planes(image: Image, index: Mapping[str, int] | None) -> Image:
+    """The planes of ``image`` at ``index`` of some leading axes, those axes dropped.
+
+    Used to take one time point of a multi-time-point acquisition, e.g. the middle of
+    T-SIM's 3 time points of 9 raw frames, stored along Z: ``{"Z": 1}``.
+
+    Parameters
+    ----------
+    image
+        Any image.
+    index
+        Axis letter (a leading axis of ``image``) to index along it; ``None`` or empty:
+        ``image`` unchanged.
+
+    Returns
+    -------
+    Image
+        Lazy, as the input.
+
+    Raises
+    ------
+    InputError
+        If an axis is not a leading axis of ``image`` or an index is out of its range.
+
+    Examples
+    --------
+    >>> stack = Image(np.zeros((9, 3, 8, 8), np.uint16), "CZYX", pixel_size=None)
+    >>> select_planes(stack, {"Z": 1}).axes
+    'CYX'
+    """
+    if not index:
+        return image
+    key: list[Any] = [slice(None)] * image.ndim
+    for axis, position in index.items():
+        if axis not in image.axes[:-2]:
+            raise InputError(
+                f"{image.path or 'image'}: axes {image.axes} have no {axis} axis to take plane {position} of; "
+                f"index one of the leading axes {image.axes[:-2] or '(none)'}."
+            )
+        size = image.shape[image.axes.index(axis)]
+        if not 0 <= position < size:
+            raise InputError(f"{image.path or 'image'}: plane {position} of {axis} is out of range 0-{size - 1}.")
+        key[image.axes.index(axis)] = position
+    axes = "".join(a for a in image.axes if a not in index)
+    return image.replace(data=image.data[tuple(key)], axes=axes)
 
 
 def find_images(paths: PathLike | Iterable[PathLike]) -> list[Path]:

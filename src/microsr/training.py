@@ -40,7 +40,7 @@ from microsr.config import RunConfig, load_config
 from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer, epoch_loader
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
-from microsr.io import atomic_output, find_images, read_image
+from microsr.io import atomic_output, find_images, read_image, select_planes
 from microsr.localize import localize, score
 from microsr.losses import get_loss, ms_ssim
 from microsr.models import create_model, receptive_field, to_channels_last
@@ -250,7 +250,7 @@ def _datasets(cfg: RunConfig, degradation: Degradation | None) -> tuple[Any, Any
     if degradation is not None:
         pairs = partial(DegradedPairs, hr, degradation, **common)
     else:
-        lr = [read_image(p, axes=cfg.data.axes) for p in find_images(cfg.data.lr)]
+        lr = [select_planes(read_image(p, axes=cfg.data.axes), cfg.data.lr_planes) for p in find_images(cfg.data.lr)]
         pairs = partial(PairedImages, lr, hr, cfg.scale, channels=cfg.data.channels, **common)
     sizes = {image.pixel_size for image in hr}
     pixel_size = sizes.pop() if len(sizes) == 1 else None
