@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,7 +37,12 @@ from microsr.predict import DEFAULT_TILE
 from microsr.samples import filaments, sample_path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from figures import machine, markdown_table, print_tables  # noqa: E402
+
 WORK = HERE / ".work"
+RESULTS = HERE / "results_peers.json"
 PYTHONS = {
     "microsr": Path(sys.executable),
     "pssr": HERE / ".venvs" / "pssr" / "bin" / "python",
@@ -51,6 +55,8 @@ MATCHED_WIDTHS = [32, 64, 128, 360]
 HR_TILE = 128  # training and evaluation tiles (HR pixels); microsr's default training tile
 BATCH = {"pssr": 16, "careamics": 16, "microsr": 16}  # training batch: the same for all (PSSR2's default)
 VAL_FRACTION = 0.1
+EQUAL_TIME_TOLERANCE = 0.05  # a tool's training loop must last the budget to within 5 %
+QUALITY_KEYS = ("psnr", "ssim", "psnr_affine")
 
 
 # --------------------------------------------------------------------------- running workers
@@ -245,9 +251,13 @@ def make_quality_data(folder: Path, n_pairs: int, draws: int, seed: int = 0) -> 
             "eval_draws_per_tile": draws}
 
 
-def run_training(folder: Path, minutes: float, trained: list[str]) -> dict[str, Any]:
-    """Train each tool for ``minutes`` of wall-clock time; each saves its predictions of the evaluation tiles."""
-    common = {"eval_lr": str(folder / "eval_lr.npy"), "minutes": minutes, "seed": 0}
+def run_training(folder: Path, minutes: float, trained: list[str], seed: int = 0) -> dict[str, Any]:
+    """Train each tool for ``minutes`` of wall-clock time; each saves its predictions of the evaluation tiles.
+
+    Each report has ``equal_time``: whether the tool trained for the whole budget (its training loop
+    within ±5 % of it), so a tool that stops early, or overruns, is flagged in the tables.
+    """
+    common = {"eval_lr": str(folder / "eval_lr.npy"), "minutes": minutes, "seed": seed}
     hr_files = [str(sample_path())] + ([str(NAPARI_HR)] if NAPARI_HR.exists() else [])
     jobs = {
         "pssr_default": ("pssr", {"model": "default", "pairs": str(folder), "hr_tile": HR_TILE, "val_split": 0.01,
@@ -270,8 +280,9 @@ def run_training(folder: Path, minutes: float, trained: list[str]) -> dict[str, 
         report = run_worker(tool, "train", settings, f"train_{name}")
         # The training loop: data loading (microsr degrades on the fly), steps, validation, checkpoints. The
         # peers time their training call; microsr's set-up before its loop is in train_seconds only.
-        report["images_per_s"] = report["steps"] * settings["batch_size"] / report.get("loop_seconds",
-                                                                                       report["train_seconds"])
+        loop_seconds = report.get("loop_seconds", report["train_seconds"])
+        report["images_per_s"] = report["steps"] * settings["batch_size"] / loop_seconds
+        report["equal_time"] = abs(loop_seconds / (60 * minutes) - 1) <= EQUAL_TIME_TOLERANCE
         reports[name] = report
         print(f"  trained {name}: {report['steps']} steps in {report['train_seconds']:.0f} s, "
               f"{report['images_per_s']:.1f} tiles/s", flush=True)
@@ -321,20 +332,63 @@ def evaluate(folder: Path, names: list[str], images: list[str]) -> dict[str, Any
     return scores
 
 
+def run_quality(trained: list[str], minutes: float, runs: int, quick: bool) -> dict[str, Any]:
+    """``runs`` independent rounds of data, training and evaluation (seed = round), and their summary.
+
+    Each round degrades new training pairs and evaluation tiles and seeds every tool anew, so the
+    spread covers both the data and the training; the tools train one after the other within a round.
+    """
+    rounds = []
+    for seed in range(runs):
+        folder = WORK / "quality"
+        shutil.rmtree(folder, ignore_errors=True)
+        data = make_quality_data(folder, n_pairs=128 if quick else 4096, draws=1 if quick else 4, seed=seed)
+        print(f"quality run {seed + 1}/{runs}: {data['train_pairs']} training pairs, {data['eval_tiles']} evaluation "
+              f"tiles, {minutes} min of training each", flush=True)
+        training = run_training(folder, minutes, trained, seed=seed)
+        rounds.append({"seed": seed, "training": training, "training_ratios": training_ratios(training),
+                       "scores": evaluate(folder, trained, data["images"])})
+    quality = {"data": data, "minutes": minutes, "runs": rounds}
+    quality["summary"] = quality_summary(quality)
+    return quality
+
+
+def quality_runs(quality: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rounds of a quality comparison (results written before rounds existed hold one, unnamed)."""
+    return quality.get("runs") or [{key: quality[key] for key in ("training", "training_ratios", "scores")}]
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def quality_summary(quality: dict[str, Any]) -> dict[str, Any]:
+    """Median, minimum and maximum over the rounds of every score, per image, and of the training figures."""
+    rounds = quality_runs(quality)
+    summary: dict[str, Any] = {}
+    for name in rounds[0]["scores"]:
+        scores = [r["scores"][name] for r in rounds]
+        entry = {key: _spread([s[key] for s in scores]) for key in QUALITY_KEYS}
+        entry["psnr_by_image"] = {image: _spread([s["psnr_by_image"][image] for s in scores])
+                                  for image in scores[0]["psnr_by_image"]}
+        trained = [r["training"][name] for r in rounds if name in r["training"]]
+        if trained:
+            entry["steps"] = _spread([t["steps"] for t in trained])
+            entry["images_per_s"] = _spread([t["images_per_s"] for t in trained])
+            entry["train_seconds"] = _spread([t.get("loop_seconds", t["train_seconds"]) for t in trained])
+            entry["equal_time"] = all(
+                t.get("equal_time", abs(t.get("loop_seconds", t["train_seconds"]) / (60 * quality["minutes"]) - 1)
+                      <= EQUAL_TIME_TOLERANCE) for t in trained)
+        summary[name] = entry
+    ratios = {label: _spread([r["training_ratios"][label]["tiles_per_s"] for r in rounds])
+              for label in rounds[0]["training_ratios"]}
+    return {"methods": summary, "training_ratios": ratios}
+
+
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, Any]:
-    """The CPU and the load the figures were taken on."""
-    flags = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "")
-    return {
-        "cpu": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags,
-        "python": platform.python_version(), "loadavg_start": os.getloadavg(),
-    }
-
-
-def print_tables(result: dict[str, Any]) -> None:
+def print_results(result: dict[str, Any]) -> None:
     for size, cases in result["speed"].items():
         print(f"\nx{SCALE} of {size}^2 -> {int(size) * SCALE}^2, medians over the runs")
         print("| configuration | runs | MP/s | network MP/s | network MP/s per tile pixel | peak RSS MB |")
@@ -352,16 +406,85 @@ def print_tables(result: dict[str, Any]) -> None:
         for tool, control in result["controls"].items():
             print(f"| {tool} ({control['runs'][0]['torch']}) | {control['median']['megapixels_per_s']:.3f} |")
     if result.get("quality"):
-        print("\n| method | PSNR dB | SSIM | PSNR dB (affine fit) | training steps | tiles/s |\n"
-              "|---|---:|---:|---:|---:|---:|")
-        for name, score in result["quality"]["scores"].items():
-            trained = result["quality"]["training"].get(name, {})
-            rate = f"{trained['images_per_s']:.1f}" if trained else "-"
-            print(f"| {name} | {score['psnr']:.2f} | {score['ssim']:.3f} | {score['psnr_affine']:.2f} | "
-                  f"{trained.get('steps', '-')} | {rate} |")
-        print("\n| training ratio | tiles/s | target | met |\n|---|---:|---:|---|")
-        for label, r in result["quality"]["training_ratios"].items():
-            print(f"| {label} | {r['tiles_per_s']:.2f} | {r['target'] or '-'} | {r['met']} |")
+        print(f"\nquality over {len(quality_runs(result['quality']))} run(s): median (min-max)")
+        print(readme_tables(result)["quality"])
+
+
+LABELS = {
+    "pssr_default": "PSSR2 `ResUNet()`", "pssr_small": "PSSR2 `ResUNet([32,64,128,256], depth=2)`",
+    "care": "CAREamics CARE", "microsr_default": "microsr `resunet`",
+    "microsr_matched": "microsr `resunet` widths [32,64,128,360]", "bicubic": "bicubic",
+}
+SPEED_LABELS = {
+    "pssr_default": "PSSR2 `ResUNet()`", "pssr_small": "PSSR2 `ResUNet([32,64,128,256], depth=2)`",
+    "care": "CAREamics CARE U-Net (on bicubic x4)", "microsr_default_auto": "microsr `resunet`, auto (bf16)",
+    "microsr_default_fp32": "microsr `resunet`, fp32", "microsr_matched_auto": "microsr `resunet` widths "
+    "[32,64,128,360], auto (bf16)", "microsr_matched_fp32": "microsr `resunet` widths [32,64,128,360], fp32",
+}
+RATIO_ROWS = (  # (label, microsr's configuration without precision, peer)
+    ("default `resunet` / PSSR2 default", "microsr_default", "pssr_default"),
+    ("matched (same size) / PSSR2 small", "microsr_matched", "pssr_small"),
+    ("default `resunet` / CAREamics CARE", "microsr_default", "care"),
+)
+
+
+def _ratio(result: dict[str, Any], size: str, ours: str, peer: str, kind: str) -> str:
+    ratio = result["ratios"].get(f"{size}: {ours} / {peer}")
+    return "–" if ratio is None else f"{ratio[kind]:.1f}x"
+
+
+def _cell(spread: dict[str, float], digits: int) -> str:
+    """``median`` alone for one run, else ``median (min–max)``."""
+    text = f"{spread['median']:.{digits}f}"
+    return text if spread["n"] == 1 else f"{text} ({spread['min']:.{digits}f}–{spread['max']:.{digits}f})"
+
+
+def readme_tables(result: dict[str, Any]) -> dict[str, str]:
+    """The tables README.md and benchmarks/README.md publish, from a results JSON.
+
+    ``speed_ratios``: microsr's MP/s over each peer's in bfloat16 (``auto`` on a CPU with
+    AVX-512 BF16 or AMX) and in float32 (any CPU), side by side. ``quality``: the scores on each
+    image, median and range over the runs, with the training each tool had.
+    """
+    rows = []
+    for size in result["speed"]:
+        for label, ours, peer in RATIO_ROWS:
+            if f"{size}: {ours}_auto / {peer}" not in result["ratios"]:
+                continue
+            rows.append([f"{int(size)}² → {int(size) * SCALE}²: {label}",
+                         *(_ratio(result, size, f"{ours}_{p}", peer, kind)
+                           for kind in ("end_to_end", "network") for p in ("auto", "fp32"))])
+    header = ["microsr / peer (MP/s)", "bfloat16, end to end", "float32, end to end", "bfloat16, network only",
+              "float32, network only"]
+    tables = {"speed_ratios": markdown_table(header, rows, align="lrrrr")}
+    for size, cases in result["speed"].items():
+        rows = []
+        for name, case in cases.items():
+            m, model = case["median"], case["runs"][0]["model"]
+            rows.append([SPEED_LABELS.get(name, name), len(case["runs"]), f"{model['params'] / 1e6:.2f} M",
+                         f"{model['flops_per_output_pixel'] / 1e3:.1f} k", f"{m['megapixels_per_s']:.3f}",
+                         f"{m['network_megapixels_per_s']:.3f}", f"{m['network_tile_megapixels_per_s']:.3f}",
+                         f"{m['peak_rss_mb']:.0f}"])
+        header = ["configuration", "runs", "params", "FLOPs / out px", "MP/s (median)", "network MP/s",
+                  "network MP/s per tile px", "peak RSS MB"]
+        tables[f"speed_{size}"] = markdown_table(header, rows, align="lrrrrrrr")
+    if result.get("quality"):
+        quality = result["quality"]
+        summary = quality.get("summary") or quality_summary(quality)
+        images = list(summary["methods"]["bicubic"]["psnr_by_image"])
+        rows = []
+        for name, entry in summary["methods"].items():
+            trained = "–"
+            if "train_seconds" in entry:
+                trained = _cell(entry["train_seconds"], 0) + ("" if entry["equal_time"] else " (stopped early)")
+            rows.append([LABELS.get(name, name), *(_cell(entry["psnr_by_image"][i], 2) for i in images),
+                         _cell(entry["ssim"], 3), _cell(entry["psnr_affine"], 2),
+                         "–" if "steps" not in entry else _cell(entry["steps"], 0), trained])
+        names = {"filaments": "PSNR, synthetic filaments", "napari_pssr_small": "PSNR, real EM (PSSR tSEM)"}
+        header = ["method", *(names.get(i, f"PSNR, {i}") for i in images), "SSIM", "PSNR, affine fit",
+                  "training steps", f"training s (of {60 * quality['minutes']:.0f})"]
+        tables["quality"] = markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+    return tables
 
 
 def main() -> None:
@@ -379,15 +502,21 @@ def main() -> None:
     parser.add_argument("--train", nargs="*",
                         default=["pssr_default", "pssr_small", "care", "microsr_default", "microsr_matched"],
                         help="tools to train for the quality comparison (none: skip it)")
+    parser.add_argument("--quality-runs", type=int, help="independent quality runs (new degradations and seeds; "
+                        "default 3, --quick 1): the tables give their median and range")
+    parser.add_argument("--tables", action="store_true", help="only print the README tables from the JSON")
     parser.add_argument("--json", type=Path, help="where to write the results (default results_peers.json; "
                         "with --quick, .work/results_quick.json)")
     args = parser.parse_args()
+    if args.tables:
+        print_tables(readme_tables(json.loads((args.json or RESULTS).read_text())), __file__)
+        return
     quick = args.quick
     sizes = args.sizes or ([256] if quick else [1024])
     rounds = args.rounds or (1 if quick else 3)
     large = args.large if args.large is not None else (0 if quick else 2048)
     minutes = args.minutes or (0.25 if quick else 5.0)
-    output = args.json or (WORK / "results_quick.json" if quick else HERE / "results_peers.json")
+    output = args.json or (WORK / "results_quick.json" if quick else RESULTS)
 
     WORK.mkdir(exist_ok=True)
     started = time.monotonic()
@@ -404,20 +533,13 @@ def main() -> None:
         result["speed"].update(run_speed([large], 1, at_large, control_tiles=0)[0])
     result["ratios"] = speed_ratios(result["speed"])
     if args.train:
-        folder = WORK / "quality"
-        shutil.rmtree(folder, ignore_errors=True)
-        data = make_quality_data(folder, n_pairs=128 if quick else 4096, draws=1 if quick else 4)
-        print(f"quality: {data['train_pairs']} training pairs, {data['eval_tiles']} evaluation tiles, "
-              f"{minutes} min of training each", flush=True)
-        training = run_training(folder, minutes, args.train)
-        result["quality"] = {"data": data, "minutes": minutes, "training": training,
-                             "training_ratios": training_ratios(training),
-                             "scores": evaluate(folder, args.train, data["images"])}
+        result["quality"] = run_quality(args.train, minutes, args.quality_runs or (1 if quick else 3), quick)
     result["command"] = " ".join(sys.argv[1:])
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["wall_clock_seconds"] = time.monotonic() - started
     output.write_text(json.dumps(result, indent=2) + "\n")
-    print_tables(result)
+    print_results(result)
+    print_tables(readme_tables(result), __file__)
     print(f"\nwall clock {result['wall_clock_seconds'] / 60:.1f} min; results in {output}")
 
 

@@ -1,0 +1,62 @@
+"""What the benchmark scripts share to publish figures: machine facts and Markdown tables.
+
+Every script that produces a figure published in README.md or benchmarks/README.md writes its
+results as JSON (its module-level ``RESULTS`` path) and renders the README's tables from that
+JSON with ``readme_tables(results) -> {name: markdown}``; ``tests/test_readme_figures.py`` checks
+that each README table marked ``<!-- table: SCRIPT NAME -->`` is exactly that text. Run a script
+with ``--tables`` to print its tables from its JSON without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, bfloat16 support, load and versions: what a published figure ran on."""
+    import torch
+
+    flags = ""
+    model = platform.processor()
+    try:
+        cpuinfo = open("/proc/cpuinfo").read()
+        flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {
+        "cpu": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags,
+        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "loadavg": list(os.getloadavg()), "nice": os.nice(0), "argv": sys.argv,
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A Markdown table: ``align`` is one letter per column, ``l`` or ``r`` (default: all ``l``).
+
+    Examples
+    --------
+    >>> print(markdown_table(["method", "PSNR"], [["bicubic", "21.24"]], align="lr"))
+    | method | PSNR |
+    | --- | ---: |
+    | bicubic | 21.24 |
+    """
+    align = align or "l" * len(header)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def print_tables(tables: dict[str, str], script: str) -> None:
+    """Print each rendered table of ``script`` (its ``__file__``) under its README marker, ready to paste."""
+    where = Path(script).resolve().relative_to(ROOT)
+    for name, table in tables.items():
+        print(f"<!-- table: {where} {name} -->\n{table}\n")
