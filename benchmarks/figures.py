@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# The shared real data, as the tests find it (tests/conftest.py): $MICROSR_DATA or ../shared/data.
+DATA = Path(os.environ.get("MICROSR_DATA", ROOT.parent / "shared" / "data"))
 
 
 def machine() -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""Shared fixtures: where the published real data lives."""
+"""Shared fixtures: where the published real data lives, and the scripts that publish figures."""
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +33,24 @@ def realdata():
         return path
 
     return locate
+
+
+@pytest.fixture(scope="session")
+def published():
+    """Return a function loading a figure-publishing script (path from the project root) and its JSON.
+
+    ``published("benchmarks/realdata/sim_tirf_mt.py")`` gives ``(module, results)``: the script
+    as a module (its ``evaluate`` recomputes the figures) and the results its README table shows.
+    """
+
+    def load(script: str):
+        path = Path(__file__).resolve().parents[1] / script
+        spec = importlib.util.spec_from_file_location(f"_published_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module, json.loads(Path(module.RESULTS).read_text())
+
+    return load
 
 
 def _run_config(hr_file: Path, **train) -> dict:

@@ -3,7 +3,7 @@
 A table tied to its results is preceded by a marker naming the script that produces it and
 the table's name in it (the convention is in benchmarks/README.md, "Published figures"):
 
-    <!-- table: benchmarks/realdata/demo_disjoint.py example -->
+    <!-- table: benchmarks/realdata/pssr_em.py example -->
     | method | PSNR (dB) | ...
 
 The test imports the script, reads the JSON it writes (its ``RESULTS`` path) and renders the
@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/README.md")
+TIED = ("pssr_em", "sim_dlsim", "sim_tsim_er", "sim_tirf_mt", "srrf_deepstorm")  # every script in realdata/
 MARKER = re.compile(r"^<!-- table: (?P<script>\S+\.py) (?P<name>[\w-]+) -->$")
 
 
@@ -52,7 +53,7 @@ def _block(document: str, after: int) -> str:
 
 def test_the_readmes_tie_tables_to_scripts():
     scripts = {script for _, _, script, _ in _markers()}
-    assert {"benchmarks/peers/bench_peers.py", "benchmarks/realdata/demo_disjoint.py"} <= scripts
+    assert {f"benchmarks/realdata/{name}.py" for name in TIED} | {"benchmarks/peers/bench_peers.py"} <= scripts
 
 
 @pytest.mark.parametrize(("document", "line", "script", "name"), _markers(),

@@ -484,6 +484,10 @@ def readme_tables(result: dict[str, Any]) -> dict[str, str]:
         header = ["method", *(names.get(i, f"PSNR, {i}") for i in images), "SSIM", "PSNR, affine fit",
                   "training steps", f"training s (of {60 * quality['minutes']:.0f})"]
         tables["quality"] = markdown_table(header, rows, align="l" + "r" * (len(header) - 1))
+        labels = {"microsr_matched / pssr_small": "microsr matched / PSSR2 small (same network size, tile and batch)",
+                  "microsr_default / pssr_default": "microsr default / PSSR2 default"}
+        rows = [[labels.get(label, label), _cell(spread, 2)] for label, spread in summary["training_ratios"].items()]
+        tables["training_ratios"] = markdown_table(["training tiles/s, ratio", "value"], rows, align="lr")
     return tables
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -24,10 +25,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import ROOT, machine, markdown_table, print_tables  # noqa: E402
+from figures import DATA, ROOT, machine, markdown_table, print_tables  # noqa: E402
 
 RESULTS = HERE / "results_pssr_em.json"
-DATA = ROOT.parent / "shared" / "data" / "napari_pssr"
+FOLDER = DATA / "napari_pssr"
 SCALE = 4
 SPLIT_COLUMN = 600  # HR column where the benchmark region starts (a multiple of SCALE)
 STEPS = 30
@@ -37,7 +38,7 @@ def crop_regions(work: Path) -> dict[str, Path]:
     """Write the training HR (columns < SPLIT_COLUMN) and the benchmark pair (the rest) under ``work``."""
     from microsr.io import read_image, write_image
 
-    hr, lr = read_image(DATA / "HR" / "small.tif"), read_image(DATA / "LR" / "small.tif")
+    hr, lr = read_image(FOLDER / "HR" / "small.tif"), read_image(FOLDER / "LR" / "small.tif")
     paths = {"train_hr": work / "train" / "hr.tif", "test_hr": work / "test" / "hr" / "right.tif",
              "test_lr": work / "test" / "lr" / "right.tif"}
     for path in paths.values():
@@ -53,7 +54,7 @@ def commands(paths: dict[str, Path], work: Path, steps: int) -> list[list[str]]:
     model, report = work / "pssr_model", work / "pssr_report"
     return [
         ["microsr", "train", "--hr", str(paths["train_hr"]), "--scale", str(SCALE), "--degradation", "pssr",
-         "--model", "resunet_small", "--steps", str(steps), "-o", str(model), "--overwrite"],
+         "--model", "resunet_small", "--steps", str(steps), "-o", str(model)],
         ["microsr", "benchmark", str(model), "--hr", str(paths["test_hr"].parent), "--lr",
          str(paths["test_lr"].parent), "--pixel-size", "2", "-o", str(report), "--overwrite"],
     ]
@@ -61,21 +62,28 @@ def commands(paths: dict[str, Path], work: Path, steps: int) -> list[list[str]]:
 
 def run(work: Path, steps: int) -> dict:
     """Crop, train, benchmark; the results as written to the JSON."""
+    import torch
+
+    from microsr.precision import resolve_precision
+
     paths = crop_regions(work)
+    shutil.rmtree(work / "pssr_model", ignore_errors=True)  # `microsr train` refuses an existing model folder
     timings = []
     for command in commands(paths, work, steps):
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "microsr", *command[1:]], check=True, cwd=ROOT)
         timings.append(round(time.perf_counter() - start, 1))
     summary = json.loads((work / "pssr_report" / "summary.json").read_text())
-    history = json.loads((work / "pssr_model" / "history.json").read_text())
+    precision = json.loads((work / "pssr_model" / "config.json").read_text())["run"]["train"]["precision"]
     methods = summary["methods"]
     return {
         "what": "x4 PSSR tSEM pair: trained on HR columns 0-599, scored on columns 600-899 (LR 150-224)",
-        "commands": [shlex.join(c) for c in commands(paths, Path("WORK"), steps)],
+        "commands": [shlex.join(c) for c in commands({k: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+                                                       for k, p in paths.items()}, work, steps)],
         "seconds": {"train": timings[0], "benchmark": timings[1]},
         "steps": steps,
-        "training_precision": history.get("precision") if isinstance(history, dict) else None,
+        "precision": {"training": precision, "resolved": str(resolve_precision(precision, torch.device("cpu"))),
+                      "benchmark": "auto (the Predictor's default), as training"},
         "scores": {m: {k: methods[m][k] for k in ("psnr", "ssim", "nrmse")} for m in ("microsr", "bicubic", "bilinear")},
         "machine": machine(),
     }

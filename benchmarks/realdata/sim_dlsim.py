@@ -24,13 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import ROOT, machine, markdown_table, print_tables  # noqa: E402
+from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
 
 RESULTS = HERE / "results_dlsim.json"
-SAMPLE = ROOT.parent / "shared" / "data" / "dlsim_drbeiliu" / "Testing_data" / "microtuble"
+SAMPLE = DATA / "dlsim_drbeiliu" / "Testing_data" / "microtuble"
 SHIPPED = {"LE": [("15 low-light frames: **`sim_lowlight`** (shipped), fine-tuned on `dlsim-low` simulation", "sim_lowlight")]}
 LIGHT = {"HE": "15 frames", "LE": "15 low-light frames"}
 
@@ -54,6 +56,21 @@ def evaluate(light: str, models: list[tuple[str, str]]) -> list[dict]:
             epochs = history if isinstance(history, list) else history.get("epochs", [])
             row["training"] = {"steps": epochs[-1].get("step") if epochs else None, "epochs": len(epochs)}
     return rows
+
+
+def her_offset() -> list[float]:
+    """HER's shift from the normal-light frames, in HER pixels: phase correlation with the classical reconstruction."""
+    from skimage.registration import phase_cross_correlation
+
+    from microsr.io import read_image
+    from microsr.sim_reconstruct import OTF, reconstruct_sim, stack_frames
+
+    frames = [SAMPLE / "HE_X2" / "Sample_1" / f"HE_{i:02d}.tif" for i in range(15)]
+    raw, pixel_size = stack_frames(frames, binning=2, pixel_size=30.0)
+    classical = reconstruct_sim(raw, 3, 5, pixel_size=pixel_size, otf=OTF.model(1.2, 525.0))[0]
+    her = np.asarray(read_image(SAMPLE / "HER" / "Sample_1.tif").data, dtype=np.float64)
+    shift = phase_cross_correlation(classical, her, upsample_factor=20)[0]
+    return [float(v) for v in shift]
 
 
 def readme_tables(results: dict) -> dict[str, str]:
@@ -80,6 +97,7 @@ def main() -> None:
         for light, label, path in args.model:
             given[light.upper()].append((label, path))
         results = {light: evaluate(light, given[light]) for light in LIGHT}
+        results["her_offset_px"] = her_offset()
         results.update(seconds=round(time.perf_counter() - start, 1), machine=machine())
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)

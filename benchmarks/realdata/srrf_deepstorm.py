@@ -26,10 +26,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import ROOT, machine, markdown_table, print_tables  # noqa: E402
+from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
 
 RESULTS = HERE / "results_srrf_deepstorm.json"
-STACK = ROOT.parent / "shared" / "data" / "deepstorm" / "testStack_SimulatedMicrotubules.tif"
+STACK = DATA / "deepstorm" / "testStack_SimulatedMicrotubules.tif"
 OUTPUT_PIXEL_NM = 50.0
 INPUT_FRAMES = 5
 
