@@ -476,7 +476,8 @@ def readme_tables(result: dict[str, Any]) -> dict[str, str]:
         for name, entry in summary["methods"].items():
             trained = "–"
             if "train_seconds" in entry:
-                trained = _cell(entry["train_seconds"], 0) + ("" if entry["equal_time"] else " (stopped early)")
+                budget_note = " (stopped early)" if entry["train_seconds"]["median"] < 60 * quality["minutes"] else " (overran)"
+                trained = _cell(entry["train_seconds"], 0) + ("" if entry["equal_time"] else budget_note)
             rows.append([LABELS.get(name, name), *(_cell(entry["psnr_by_image"][i], 2) for i in images),
                          _cell(entry["ssim"], 3), _cell(entry["psnr_affine"], 2),
                          "–" if "steps" not in entry else _cell(entry["steps"], 0), trained])
