@@ -88,12 +88,17 @@ def test_degrade_from_yaml_file(capsys, tmp_path):
 
 
 def test_demo_trains_predicts_and_reports(capsys, tmp_path):
-    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo", "--minutes", "0.1")
+    # A fixed number of steps, so the result does not depend on the machine's speed or load.
+    code, out, err = run(capsys, "demo", "-o", tmp_path / "demo", "--steps", "200")
     assert code == 0, err
     demo = tmp_path / "demo"
     metrics = json.loads((demo / "metrics.json").read_text())
     assert metrics["pixel_size_nm"] == {"input": 80.0, "output": 20.0}
-    assert {"psnr", "ssim"} <= metrics["microsr"].keys() and {"psnr", "ssim"} <= metrics["bicubic"].keys()
+    assert metrics["training"] == {"steps": 200}
+    # microsr beats bicubic on the unseen image. Measured with 200 steps: PSNR 25.34 against 23.41 dB,
+    # SSIM 0.761 against 0.631 (30 and 60 steps are not enough: 23.38 and 23.40 dB).
+    assert metrics["microsr"]["psnr"] > metrics["bicubic"]["psnr"] + 1.0
+    assert metrics["microsr"]["ssim"] > metrics["bicubic"]["ssim"] + 0.05
     assert read_image(demo / "comparison.png").shape == (512, 4 * 512)
     restored = read_image(demo / "restored.tif")
     assert restored.shape == (512, 512) and restored.pixel_size == pytest.approx(20.0)

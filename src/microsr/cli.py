@@ -423,11 +423,14 @@ def demo(
         "demo_output"
     ),
     minutes: Annotated[float, typer.Option(help="Training time budget.")] = 2.0,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Train this many steps instead of --minutes (the same on any machine).")
+    ] = None,
 ) -> None:
     """Train on the shipped sample, restore an unseen image and compare with bicubic; results in OUTPUT."""
     from microsr.demo import run_demo
 
-    run_demo(output, minutes=minutes, console=out)
+    run_demo(output, minutes=minutes, steps=steps, console=out)
 
 
 @app.command("benchmark")

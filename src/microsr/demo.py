@@ -30,6 +30,7 @@ def run_demo(
     output: Path,
     *,
     minutes: float = 2.0,
+    steps: int | None = None,
     scale: int = 4,
     seed: int = 0,
     console: Console | None = None,
@@ -47,6 +48,8 @@ def run_demo(
         Folder for the results; created if missing.
     minutes
         Training time budget.
+    steps
+        Train this many steps instead (the same result on any machine, however loaded).
     scale
         Upsampling factor.
     seed
@@ -74,13 +77,15 @@ def run_demo(
     degradation = preset("poisson", scale=scale)
     (output / "degradation.yaml").write_text(degradation.to_yaml())
 
-    console.print(f"Training {DEMO_MODEL} x{scale} on {sample_path().name} for {minutes:g} min…")
+    budget = {"minutes": minutes} if steps is None else {"steps": steps}
+    console.print(f"Training {DEMO_MODEL} x{scale} on {sample_path().name} for "
+                  + (f"{minutes:g} min…" if steps is None else f"{steps} steps…"))
     config = {
         "data": {"hr": [str(sample_path())], "tile": 128, "batch_size": 8, "samples_per_epoch": 256},
         "scale": scale,
         "degradation": degradation.to_dict(),
         "model": {"name": DEMO_MODEL},
-        "train": {"minutes": minutes, "seed": seed, "lr": 2e-3},
+        "train": {**budget, "seed": seed, "lr": 2e-3},
     }
     train(config, model_dir, progress=console.is_terminal)
 
@@ -105,7 +110,7 @@ def run_demo(
         }
         for name in ("bicubic", "microsr")
     }
-    metrics.update(scale=scale, training_minutes=minutes, pixel_size_nm={"input": lowres.pixel_size,
+    metrics.update(scale=scale, training=budget, pixel_size_nm={"input": lowres.pixel_size,
                                                                           "output": truth.pixel_size})
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     panel = (np.concatenate(list(images.values()), axis=1) * 255).astype(np.uint8)
