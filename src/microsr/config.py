@@ -144,6 +144,10 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device such as cuda:1.")
     deterministic: bool = False
+    checkpoint_minutes: float = Field(
+        5.0, gt=0, description="Also save a resumable checkpoint after this many minutes within an epoch, so a crash "
+        "loses at most this much training (checkpoints are always saved at the end of each epoch).",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="auto: bfloat16 autocast where the device computes it natively, else float32. "
