@@ -15,6 +15,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from microsr import __version__, cli_sim, cli_smlm
@@ -194,7 +195,7 @@ def degrade(
     check_image_output(output, overwrite, [image])
     if save_config is not None:
         _check_yaml_name(save_config)
-        check_output(save_config, overwrite, [image, output])
+        check_output(save_config, overwrite, [image, output, *([degradation] if degradation else [])])
     pipeline = load_degradation(degradation if degradation is not None else noise, scale=scale)
     pipeline = _override(pipeline, "poisson", "photons", _parse_range(photons, "--photons"), "--photons")
     pipeline = _override(pipeline, "gaussian", "sigma", _parse_range(read_noise, "--read-noise"), "--read-noise")
@@ -280,7 +281,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `microsr train`, or its .safetensors file.")],
     image: Annotated[Path, typer.Argument(help="Input image (TIFF, OME-Zarr, ...), any size.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif.")],
-    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 512,
+    tile: Annotated[int, typer.Option(min=1, help="Input tile side in pixels.")] = 512,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on a CPU, where it is as fast and "
                                  "needs least memory; on a GPU as many as fit in half its free memory).")
@@ -537,5 +538,5 @@ def main(argv: list[str] | None = None) -> None:
 
 def _fail(message: str) -> None:
     """Print ``message`` as the one line a failure shows (no traceback) and exit with status 2."""
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", soft_wrap=True)
     sys.exit(2)

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microsr.degrade import PRESETS as DEGRADATION_PRESETS
-from microsr.errors import InputError
+from microsr.errors import InputError, one_line
 from microsr.pretrained import PRETRAINED
 from microsr.simulate.smlm import SMLMSimulation, preset
 
@@ -251,7 +251,7 @@ def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> 
         try:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML/JSON ({exc}).") from exc
+            raise InputError(f"{path}: not valid YAML/JSON ({one_line(exc)}).") from exc
         if not isinstance(source, dict):
             raise InputError(f"{path}: expected a mapping with at least `data: {{hr: [...]}}`.")
         source = _relative_to(source, path.parent)
