@@ -81,7 +81,8 @@ def bomb(folder: Path, name: str, side: int, tile: int | None) -> Path:
         tags += [(273, 4, 1, data_at), (278, 4, 1, side), (279, 4, 1, len(data)), (284, 3, 1, 1)]
     out = bytearray(b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(tags)))
     for code, kind, n, value in sorted(tags):
-        out += struct.pack("<HHIHH", code, kind, n, value, 0) if kind == 3 else struct.pack("<HHII", code, kind, n, value)
+        short = kind == 3  # SHORT values are left-justified in the entry's 4 bytes
+        out += struct.pack("<HHIHH", code, kind, n, value, 0) if short else struct.pack("<HHII", code, kind, n, value)
     out += struct.pack("<I", 0)
     out += struct.pack(f"<{count}I", *[data_at] * count) + struct.pack(f"<{count}I", *[len(data)] * count)
     return write(folder / name, bytes(out.ljust(data_at, b"\0")) + data)
@@ -269,8 +270,8 @@ CASES = [
     ("train: --resume with a truncated state", lambda d, m: [
         "train", "--hr", tiff(d), *RESUME, "--steps", "50", "-o",
         write(copy_model(m, d) / "train_state.pt", (m / "train_state.pt").read_bytes()[:3000]).parent], "damaged"),
-    ("train: --resume with nothing to resume", lambda d, m: ["train", "--hr", tiff(d), *RESUME, "-o",
-                                                             (d / "fresh").mkdir() or d / "fresh"], "nothing to resume"),
+    ("train: --resume with nothing to resume", lambda d, m: [
+        "train", "--hr", tiff(d), *RESUME, "-o", (d / "fresh").mkdir() or d / "fresh"], "nothing to resume"),
     ("train: existing run without --resume", lambda d, m: ["train", "--hr", tiff(d), "-o", copy_model(m, d)],
      "--resume"),
     ("train: output is a file", lambda d, m: ["train", "--hr", tiff(d), "-o", write(d / "model", "x")], "folder"),

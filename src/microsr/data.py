@@ -950,7 +950,8 @@ def epoch_loader(dataset: Any, batch_size: int, *, num_workers: int | None = Non
                  pin_memory: bool = False) -> DataLoader:
     """A DataLoader over a dataset with ``set_epoch`` whose workers are started once, not every epoch.
 
-    Set ``loader.sampler.epoch`` before iterating: each sample is requested as
+    Set ``loader.sampler.epoch`` before iterating (and ``loader.sampler.start``, the first
+    sample index, to continue an epoch that was interrupted): each sample is requested as
     ``(epoch, index)``, so workers kept from an earlier epoch still draw that epoch's
     tiles and noise, exactly as ``dataset.set_epoch(epoch); dataset[index]`` would.
     (Restarting the workers every epoch cost about a tenth of a 64-step epoch on 2 cores.)

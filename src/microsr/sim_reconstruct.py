@@ -708,13 +708,13 @@ def stack_frames(
     """
     images = [read_raw(p, pixel_size=pixel_size) for p in paths]
     if len(images) == 1:
-        data = np.asarray(images[0].data, dtype=np.float64)
+        data = _in_memory(images[0])
         data = data.reshape(-1, *data.shape[-2:])
     else:
         shapes = {im.shape for im in images}
         if len(shapes) != 1 or images[0].ndim != 2:
             raise InputError(f"frame files must all be 2-D images of one shape; got shapes {sorted(shapes)}.")
-        data = np.stack([np.asarray(im.data, dtype=np.float64) for im in images])
+        data = np.stack([_in_memory(im) for im in images])
     check_finite(data, str(paths[0]))
     nm = images[0].pixel_size
     if nm is None:

@@ -3,8 +3,11 @@
 One function, :func:`train`, readable top to bottom: set up data, model and
 optimiser (or restore them with ``resume``), then for each epoch train, validate,
 and write ``last.safetensors`` (and ``best.safetensors`` when validation PSNR
-improves) plus the optimiser state. An interrupted run loses at most its current
-epoch.
+improves) plus the weights, optimiser state and counters in ``train_state.pt``;
+within an epoch, the latter two every ``train.checkpoint_minutes`` (default 5). An
+interrupted run loses at most that much, and ``resume`` continues it, mid-epoch too.
+The output folder is locked while training (:func:`microsr.io.output_lock`), and a run
+that fails before its first checkpoint removes the folder it created.
 
 With ``data.simulation`` (SMLM), training frames are simulated on the fly and
 validated on a fixed simulated set: each epoch also localizes emitters in its
@@ -103,7 +106,8 @@ def train(
         Model folder: ``best.safetensors``, ``last.safetensors``, ``config.json``,
         ``train_state.pt`` and ``history.json`` are written there.
     resume
-        Continue an interrupted run from ``output``'s last checkpoint. Without it, an
+        Continue an interrupted run from ``output``'s ``train_state.pt`` (saved at the end
+        of every epoch and every ``train.checkpoint_minutes`` within one). Without it, an
         ``output`` that already holds a run is refused, so nothing is overwritten.
     model
         Any ``nn.Module`` mapping ``(N, frames, h, w)`` to ``(N, 1, h*scale, w*scale)``;
@@ -402,9 +406,9 @@ def _save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, ru
     with atomic_output(path, overwrite=True) as tmp:
         torch.save({"model": weights, "optimizer": optimizer.state_dict(), "run": counters,
                     "history": json.dumps(run["history"])}, tmp)
-    for name, text in (("history.json", json.dumps(run["history"], indent=2)), ("config.json", json.dumps(info, indent=2))):
+    for name, document in (("history.json", run["history"]), ("config.json", info)):
         with atomic_output(path.with_name(name), overwrite=True) as tmp:
-            tmp.write_text(text + "\n")
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def _load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, output: Path) -> dict[str, Any]:
