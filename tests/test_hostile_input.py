@@ -286,6 +286,7 @@ CASES = [
     ("train: scale 3", lambda d, m: ["train", "--hr", tiff(d), "--scale", "3", "-o", d / "model"], "scale"),
     # predict
     ("predict: unknown output type", lambda d, m: ["predict", m, tiff(d), "-o", d / "x.bogus"], ".bogus"),
+    ("predict: float32 output as PNG", lambda d, m: ["predict", m, tiff(d), "-o", d / "x.png"], "PNG"),
     ("predict: missing model", lambda d, m: ["predict", d / "nomodel", tiff(d), "-o", d / "x.tif"], "nomodel"),
     ("predict: pickled model", lambda d, m: ["predict", pickle_payload(d / "model.safetensors"), tiff(d), "-o",
                                              d / "x.tif"], "pickled"),
@@ -339,6 +340,8 @@ CASES = [
         d / "sim.tif"], "otf.csv"),
     ("sim reconstruct: unknown output type", lambda d, m: ["sim", "reconstruct", sim_frames(d), "--na", "1.2",
                                                            "--wavelength", "525", "-o", d / "sim.bogus"], ".bogus"),
+    ("sim reconstruct: float32 output as PNG", lambda d, m: ["sim", "reconstruct", sim_frames(d), "--na", "1.2",
+                                                            "--wavelength", "525", "-o", d / "sim.png"], "PNG"),
     ("sim predict: not a SIM model", lambda d, m: ["sim", "predict", m, sim_frames(d), "-o", d / "sim.tif"],
      "channels"),
     # srrf

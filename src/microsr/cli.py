@@ -190,9 +190,10 @@ def degrade(
     times the scale.
     """
     from microsr.degrade import load_degradation
-    from microsr.io import check_image_output, check_output
+    from microsr.io import check_image_output, check_output, read_image
 
-    check_image_output(output, overwrite, [image])
+    hr = read_image(image, axes=axes, pixel_size=pixel_size)  # lazy: the header only
+    check_image_output(output, overwrite, [image], dtype=hr.dtype)
     if save_config is not None:
         _check_yaml_name(save_config)
         check_output(save_config, overwrite, [image, output, *([degradation] if degradation else [])])
@@ -201,9 +202,8 @@ def degrade(
     pipeline = _override(pipeline, "gaussian", "sigma", _parse_range(read_noise, "--read-noise"), "--read-noise")
     pipeline = _override(pipeline, "blur", "sigma", _parse_range(blur, "--blur"), "--blur")
     from microsr.data import degrade_image
-    from microsr.io import atomic_output, read_image, write_image
+    from microsr.io import atomic_output, write_image
 
-    hr = read_image(image, axes=axes, pixel_size=pixel_size)
     lr = degrade_image(hr, pipeline, seed=seed)
     write_image(output, lr, overwrite=overwrite, inputs=[image])
     if save_config is not None:
@@ -311,9 +311,9 @@ def predict(
     from microsr.restorer import load_model
     from microsr.training import pick_device
 
-    check_image_output(output, overwrite, [image, model])
+    check_image_output(output, overwrite, [image, model], dtype=np.float32)
     if consistency:
-        check_image_output(consistency_path(output), overwrite, [image, model])
+        check_image_output(consistency_path(output), overwrite, [image, model], dtype=np.float32)
     _set_threads(threads)
     restorer = load_model(model)
     as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}

@@ -181,7 +181,7 @@ def predict(
     from microsr.sim_reconstruct import predict_sim, read_raw, sim_frames
     from microsr.training import pick_device
 
-    check_image_output(output, overwrite, inputs=[raw, model])
+    check_image_output(output, overwrite, inputs=[raw, model], dtype=np.float32)
     restorer = load_model(model)
     image = read_raw(raw, pixel_size=pixel_size)
     check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=False, force=force, can_rescale=False)

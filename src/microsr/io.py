@@ -833,8 +833,11 @@ def check_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathL
         raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
 
 
-def check_image_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> None:
-    """:func:`check_output` for an image: also refuse a suffix :func:`write_image` cannot write.
+def check_image_output(
+    path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = (), dtype: Any = None
+) -> None:
+    """:func:`check_output` for an image: also refuse a suffix :func:`write_image` cannot write,
+    or (given the ``dtype`` to be written) a PNG that cannot hold it.
 
     Examples
     --------
@@ -842,9 +845,16 @@ def check_image_output(path: PathLike, overwrite: bool = False, inputs: Iterable
     Traceback (most recent call last):
     ...
     microsr.errors.InputError: restored.bogus: cannot write '.bogus'; use one of .tif, .tiff, ...
+    >>> check_image_output("restored.png", dtype=np.float32)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: restored.png: PNG holds uint8 or uint16 pixels, not float32; write a .tif ...
     """
     path = Path(path)
     _check_write_suffix(path)
+    if dtype is not None and path.name.lower().endswith(".png") and np.dtype(dtype) not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: PNG holds uint8 or uint16 pixels, not {np.dtype(dtype)}; write a .tif or "
+                         ".ome.zarr instead.")
     check_output(path, overwrite, inputs)
 
 

@@ -427,7 +427,7 @@ class Predictor:
         """
         output = Path(output)
         protected = [*inputs, *([image.path] if image.path else [])]
-        check_image_output(output, overwrite, protected)
+        check_image_output(output, overwrite, protected, dtype=np.float32)
         partial = output.with_name(output.name + ".partial")
         check_output(partial, overwrite=True, inputs=protected)
         source = self._source(image)

@@ -603,7 +603,7 @@ def reconstruct_file(
     >>> reconstruct_file("raw.tif", "sim.tif", 3, 3, na=1.2, wavelength=525.0)  # doctest: +SKIP
     """
     _check_pattern(angles, phases)
-    check_image_output(output, overwrite, inputs=[source])
+    check_image_output(output, overwrite, inputs=[source], dtype=np.float32)
     image = read_raw(source, pixel_size=pixel_size)
     if image.pixel_size is None:
         raise InputError(f"{source}: the file does not record its pixel size; give it (--pixel-size, nm).")
