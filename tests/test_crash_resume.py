@@ -129,9 +129,9 @@ def _train_argv(folder: Path, hr: Path, output: Path, steps: int) -> list:
     return ["train", run, "--steps", steps, "--threads", "1", "-o", output]
 
 
-def test_training_killed_before_its_first_epoch_and_in_checkpoint_writes_resumes(setup, tmp_path, capsys):
-    folder, _, image, _ = setup
-    hr = folder / "hr.tif"
+def test_training_killed_before_its_first_epoch_and_in_checkpoint_writes_resumes(tmp_path, capsys):
+    hr = tmp_path / "hr.tif"
+    write_image(hr, Image(filaments((128, 128), seed=1), "YX", pixel_size=40.0))
     output = tmp_path / "model"
     argv = _train_argv(tmp_path, hr, output, 12)
     steps_seen = []
@@ -162,7 +162,7 @@ def test_training_killed_before_its_first_epoch_and_in_checkpoint_writes_resumes
     history = json.loads((output / "history.json").read_text())
     assert history[-1]["step"] == 12
     assert load_model(output).predict(np.ones((32, 32), np.float32)).shape == (64, 64)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "run.yaml"]  # no lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.tif", "model", "run.yaml"]  # no lock left
 
 
 def test_failed_training_leaves_no_folder(tmp_path, capsys):

@@ -140,12 +140,14 @@ def train(
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a folder; a model is written as a folder, choose another name.")
     check_output(output, overwrite=True)
-    if not resume and (output / "last.safetensors").exists():
-        raise InputError(f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder.")
-    if resume and not state_file.exists():
-        raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
-    created = not output.exists()
-    with output_lock(output):
+    with output_lock(output):  # first: a run still writing here is named as such
+        if not resume and (output / "last.safetensors").exists():
+            raise InputError(
+                f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder."
+            )
+        if resume and not state_file.exists():
+            raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
+        created = not output.exists()
         try:
             return _train(cfg, output, resume=resume, model=model, progress=progress, on_epoch_end=on_epoch_end)
         except BaseException:
