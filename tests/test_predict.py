@@ -279,8 +279,9 @@ def test_resume_refuses_a_different_job(tmp_path, stack_file):
         predictor(Interrupting(conv_model(), 2), tile=16, overlap=6).predict_to_file(read_image(stack_file), output)
     with pytest.raises(InputError, match="different model"):
         predictor(conv_model(seed=1), tile=16, overlap=6).predict_to_file(read_image(stack_file), output, resume=True)
-    # Without resume the partial output is discarded and the run starts over.
-    predictor(conv_model(seed=1), tile=16, overlap=6).predict_to_file(read_image(stack_file), output)
+    # Without resume the partial output is discarded, saying so, and the run starts over.
+    with pytest.warns(UserWarning, match="discarding"):
+        predictor(conv_model(seed=1), tile=16, overlap=6).predict_to_file(read_image(stack_file), output)
     assert output.exists()
 
 

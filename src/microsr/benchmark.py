@@ -80,7 +80,7 @@ from microsr import __version__, metrics
 from microsr.data import degrade_image
 from microsr.degrade import Degradation
 from microsr.errors import InputError
-from microsr.io import Image, atomic_output, check_output, find_images, read_image
+from microsr.io import Image, atomic_output, check_output, find_images, in_memory, read_image
 from microsr.report import Figure, Tile, write_report
 from microsr.restorer import Restorer, load_model
 
@@ -131,6 +131,7 @@ BASELINES = {"bicubic": 3, "bilinear": 1}
 MAIN_METHOD = "microsr"
 CSV_COLUMNS = ("image", "method", "psnr", "ssim", "nrmse", "resolution", "shift_y", "shift_x",
                "registration_correlation")
+_SCORING_COPIES = 12  # HR-sized float64 arrays alive while one image is scored: outputs of 3+ methods, fitted copies
 _MIN_SIDE = 16  # pixels per side that SSIM (7) and decorrelation analysis (16) need
 _FIGURE_SIDE = 192  # HR pixels shown per crop in the report
 _ERROR_PERCENTILE = 99.5  # top of the error maps' shared colour scale
@@ -490,9 +491,10 @@ class _Case:
 def _prepare(pair: Pair, scale: int, degradation: Degradation | None, seed: int, pixel_size: float | None) -> _Case:
     """Read (or make) the pair, check its geometry and register it."""
     hr_image = _plane(pair.hr, "HR", pixel_size)
+    # Scoring holds the HR image and every method's output on its grid in float64 at once.
+    hr_pixels = in_memory(hr_image, np.float64, copies=_SCORING_COPIES)
     lr = (degrade_image(hr_image, degradation, seed=seed) if degradation is not None else _plane(pair.lr, "LR"))
-    lr_pixels = np.asarray(lr.data)
-    hr_pixels = np.asarray(hr_image.data)
+    lr_pixels = in_memory(lr)
     shape = _common_shape(pair.name, lr_pixels.shape, hr_pixels.shape, scale)
     hr_pixels = hr_pixels[: shape[0], : shape[1]]
     bicubic = upscale(lr_pixels, scale, "bicubic")[: shape[0], : shape[1]]

@@ -15,6 +15,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from microsr import __version__, cli_sim, cli_smlm
@@ -166,7 +167,7 @@ def degrade(
     degradation: Annotated[
         Path | None, typer.Option(help="A degradation YAML file; replaces --noise.")
     ] = None,
-    scale: Annotated[int, typer.Option(help="Integer downsampling factor.")] = 4,
+    scale: Annotated[int, typer.Option(min=1, help="Integer downsampling factor.")] = 4,
     photons: Annotated[
         str | None, typer.Option(help="Photon count at the bright level for Poisson noise: N or LOW,HIGH.")
     ] = None,
@@ -189,15 +190,20 @@ def degrade(
     times the scale.
     """
     from microsr.degrade import load_degradation
+    from microsr.io import check_image_output, check_output, read_image
 
+    hr = read_image(image, axes=axes, pixel_size=pixel_size)  # lazy: the header only
+    check_image_output(output, overwrite, [image], dtype=hr.dtype)
+    if save_config is not None:
+        _check_yaml_name(save_config)
+        check_output(save_config, overwrite, [image, output, *([degradation] if degradation else [])])
     pipeline = load_degradation(degradation if degradation is not None else noise, scale=scale)
     pipeline = _override(pipeline, "poisson", "photons", _parse_range(photons, "--photons"), "--photons")
     pipeline = _override(pipeline, "gaussian", "sigma", _parse_range(read_noise, "--read-noise"), "--read-noise")
     pipeline = _override(pipeline, "blur", "sigma", _parse_range(blur, "--blur"), "--blur")
     from microsr.data import degrade_image
-    from microsr.io import atomic_output, read_image, write_image
+    from microsr.io import atomic_output, write_image
 
-    hr = read_image(image, axes=axes, pixel_size=pixel_size)
     lr = degrade_image(hr, pipeline, seed=seed)
     write_image(output, lr, overwrite=overwrite, inputs=[image])
     if save_config is not None:
@@ -228,6 +234,9 @@ def train_command(
     minutes: Annotated[float | None, typer.Option(help="Time budget in minutes (default 10).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Train for this many epochs instead of a time budget.")] = None,
     steps: Annotated[int | None, typer.Option(help="Train for this many steps instead of a time budget.")] = None,
+    checkpoint_minutes: Annotated[
+        float | None, typer.Option(help="Also save a resumable checkpoint this often within an epoch (default 5).")
+    ] = None,
     pixel_size: PixelSizeOption = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = None,
@@ -250,7 +259,8 @@ def train_command(
     budget = {"minutes": minutes, "epochs": epochs, "steps": steps}
     if any(v is not None for v in budget.values()):
         run["train"] = {k: v for k, v in run["train"].items() if k not in budget}
-    schedule = {**budget, "seed": seed, "device": device, "precision": precision}
+    schedule = {**budget, "seed": seed, "device": device, "precision": precision,
+                "checkpoint_minutes": checkpoint_minutes}
     run["data"].update({k: [str(p) for p in v] if isinstance(v, list) else v for k, v in data.items() if v is not None})
     run["train"].update({k: v for k, v in schedule.items() if v is not None})
     run.update({k: v for k, v in {"scale": scale, "degradation": degradation}.items() if v is not None})
@@ -271,7 +281,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `microsr train`, or its .safetensors file.")],
     image: Annotated[Path, typer.Argument(help="Input image (TIFF, OME-Zarr, ...), any size.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif.")],
-    tile: Annotated[int, typer.Option(help="Input tile side in pixels.")] = 512,
+    tile: Annotated[int, typer.Option(min=1, help="Input tile side in pixels.")] = 512,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Tiles per forward pass (default: 1 on a CPU, where it is as fast and "
                                  "needs least memory; on a GPU as many as fit in half its free memory).")
@@ -297,9 +307,13 @@ def predict(
     memory stays constant however large the image is.
     """
     from microsr.consistency import consistency_path
+    from microsr.io import check_image_output
     from microsr.restorer import load_model
     from microsr.training import pick_device
 
+    check_image_output(output, overwrite, [image, model], dtype=np.float32)
+    if consistency:
+        check_image_output(consistency_path(output), overwrite, [image, model], dtype=np.float32)
     _set_threads(threads)
     restorer = load_model(model)
     as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}
@@ -335,9 +349,11 @@ def bench(
     import json
 
     from microsr.bench import run_bench
-    from microsr.io import atomic_output
+    from microsr.io import atomic_output, check_output
     from microsr.training import pick_device
 
+    if json_path is not None:
+        check_output(json_path, overwrite=True)
     _set_threads(threads)
     with err.status("Benchmarking (about a minute)…"):
         result = run_bench(model, scale=scale, device=pick_device(device), precision=precision, size=size)
@@ -371,7 +387,7 @@ def fit_degradation_command(
                           "Without it only the noise is fitted, from --lr alone."),
     ] = None,
     scale: Annotated[
-        int | None, typer.Option(help="Downsampling factor; with --hr inferred from the sizes, without it 4.")
+        int | None, typer.Option(min=1, help="Downsampling factor; with --hr inferred from the sizes, without it 4.")
     ] = None,
     trials: Annotated[int, typer.Option(help="Bayesian optimisation trials for the blur (with --hr).")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same fit.")] = 0,
@@ -386,17 +402,17 @@ def fit_degradation_command(
     from microsr.fit import fit_degradation, fit_noise, pair_files
     from microsr.io import atomic_output, check_output, find_images, read_image
 
-    if not output.name.lower().endswith((".yaml", ".yml")):
-        raise InputError(f"{output}: a degradation is written as YAML; name the output .yaml or .yml.")
+    _check_yaml_name(output)
     command = " ".join(
-        ["microsr fit-degradation", f"--lr {lr}", *([f"--hr {hr}"] if hr else []), *([f"--scale {scale}"] if scale else []),
+        ["microsr fit-degradation", f"--lr {lr}", *([f"--hr {hr}"] if hr else []),
+         *([f"--scale {scale}"] if scale is not None else []),
          *([f"--trials {trials}"] if hr else []), f"--seed {seed}"]
     )
     if hr is None:
         files = find_images(lr)
         check_output(output, overwrite, files)
         with err.status("Fitting the noise model…"):
-            fit = fit_noise([read_image(f) for f in files], scale=scale or 4, seed=seed)
+            fit = fit_noise([read_image(f) for f in files], scale=4 if scale is None else scale, seed=seed)
         title = f"noise of {len(files)} LR image(s)"
     else:
         pairs = pair_files(lr, hr)
@@ -415,6 +431,11 @@ def fit_degradation_command(
     out.print(table)
     out.print(fit.degradation.describe())
     out.print(f"wrote {output}")
+
+
+def _check_yaml_name(path: Path) -> None:
+    if not path.name.lower().endswith((".yaml", ".yml")):
+        raise InputError(f"{path}: a degradation is written as YAML; name the output .yaml or .yml.")
 
 
 @app.command()
@@ -499,12 +520,26 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: bad option values, missing arguments
-        exc.show()
-        sys.exit(exc.exit_code)
+        message = exc.format_message().strip()
+        if "\n" in message:  # `microsr` alone: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        _fail(f"{message}" + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
     except (typer.Abort, KeyboardInterrupt):
         err.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
     except InputError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except MemoryError:
+        _fail("out of memory; close other programs, or use a smaller image, tile (--tile) or batch (--batch-size).")
+    except OSError as exc:  # the disk or the system refused: full, read-only, permissions, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}; check that the disk has room and that you may write there.")
     sys.exit(0)
+
+
+def _fail(message: str) -> None:
+    """Print ``message`` as the one line a failure shows (no traceback) and exit with status 2."""
+    err.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", soft_wrap=True)
+    sys.exit(2)

@@ -46,8 +46,8 @@ out = Console(highlight=False)
 RAW_DIR, TARGET_DIR, STRUCTURE_DIR, FIELDS_NAME = "raw", "target", "structure", "fields.json"
 
 RangeOption = tuple[float, float] | None
-AnglesOption = Annotated[int, typer.Option(help="Pattern orientations.")]
-PhasesOption = Annotated[int, typer.Option(help="Phase steps per orientation.")]
+AnglesOption = Annotated[int, typer.Option(min=1, help="Pattern orientations.")]
+PhasesOption = Annotated[int, typer.Option(min=3, help="Phase steps per orientation (at least 3).")]
 PixelSizeOption = Annotated[
     float | None, typer.Option("--pixel-size", help="Raw pixel size in nm; overrides the file's metadata.")
 ]
@@ -179,17 +179,17 @@ def predict(
     A model trained on some planes of its acquisitions (`data.lr_planes`, e.g. the middle of
     T-SIM's 3 time points) takes the same planes of RAW when RAW has those axes.
     """
-    from microsr.io import check_output, write_image
+    from microsr.io import check_image_output, write_image
     from microsr.predict import check_pixel_size
     from microsr.restorer import load_model
     from microsr.sim_reconstruct import predict_sim, read_raw, sim_frames
     from microsr.training import pick_device
 
+    check_image_output(output, overwrite, inputs=[raw, model], dtype=np.float32)
     restorer = load_model(model)
     image = _training_planes(restorer, read_raw(raw, pixel_size=pixel_size))
     check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=False, force=force, can_rescale=False)
     frames, axes = sim_frames(image, _acquisition_frames(restorer, image))
-    check_output(output, overwrite, inputs=[raw])
     results = np.stack([predict_sim(restorer, f, device=pick_device(device)) for f in frames])
     pixel_size = None if image.pixel_size is None else image.pixel_size / restorer.scale
     write_image(output, results if axes.startswith("T") else results[0], axes=axes, pixel_size=pixel_size,

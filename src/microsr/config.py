@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microsr.degrade import PRESETS as DEGRADATION_PRESETS
-from microsr.errors import InputError
+from microsr.errors import InputError, one_line
 from microsr.pretrained import PRETRAINED
 from microsr.simulate.smlm import SMLMSimulation, preset
 
@@ -148,6 +148,10 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device such as cuda:1.")
     deterministic: bool = False
+    checkpoint_minutes: float = Field(
+        5.0, gt=0, description="Also save a resumable checkpoint after this many minutes within an epoch, so a crash "
+        "loses at most this much training (checkpoints are always saved at the end of each epoch).",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="auto: bfloat16 autocast where the device computes it natively, else float32. "
@@ -251,7 +255,7 @@ def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> 
         try:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML/JSON ({exc}).") from exc
+            raise InputError(f"{path}: not valid YAML/JSON ({one_line(exc)}).") from exc
         if not isinstance(source, dict):
             raise InputError(f"{path}: expected a mapping with at least `data: {{hr: [...]}}`.")
         source = _relative_to(source, path.parent)

@@ -23,7 +23,7 @@ import numpy as np
 
 from microsr.degrade import Blur, Degradation
 from microsr.errors import InputError
-from microsr.io import Image
+from microsr.io import Image, in_memory
 from microsr.metrics import ErrorMap, error_map
 
 __all__ = ["consistency_map", "consistency_path", "degrade_back"]
@@ -160,7 +160,8 @@ def consistency_map(
     if isinstance(prediction, Image):
         pixel_size = prediction.pixel_size if pixel_size is None else pixel_size
         prediction = prediction.data
-    reference = np.asarray(lr.data if isinstance(lr, Image) else lr, dtype=np.float32)
+    # The input and its degraded prediction are compared in memory (the prediction itself is read lazily).
+    reference = in_memory(lr, np.float32, copies=4) if isinstance(lr, Image) else np.asarray(lr, dtype=np.float32)
     scale = degradation.scale
     expected = reference.shape[:-2] + tuple(n * scale for n in reference.shape[-2:])
     if tuple(prediction.shape) != expected:

@@ -27,7 +27,7 @@ import yaml
 from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
 
-from microsr.errors import InputError
+from microsr.errors import InputError, one_line
 
 __all__ = [
     "PRESETS",
@@ -636,7 +636,7 @@ class Degradation:
         try:
             return cls.from_dict(yaml.safe_load(text))
         except yaml.YAMLError as err:
-            raise InputError(f"{source}: not valid YAML ({err}).") from None
+            raise InputError(f"{source}: not valid YAML ({one_line(err)}).") from None
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
 

@@ -1,4 +1,4 @@
-"""The one exception type that means "the user's input is wrong"."""
+"""The one exception type that means "the user's input is wrong", and how to say it in one line."""
 
 
 class InputError(ValueError):
@@ -15,3 +15,21 @@ class InputError(ValueError):
     ...
     microsr.errors.InputError: image.tif: file not found. Check the path.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """A parser's complaint on one line: what is wrong and where, without its multi-line excerpt of the file.
+
+    Examples
+    --------
+    >>> import yaml
+    >>> try:
+    ...     yaml.safe_load("steps: [a\\n")
+    ... except yaml.YAMLError as exc:
+    ...     print(one_line(exc))
+    line 2, column 1: expected ',' or ']', but got '<stream end>'
+    """
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())

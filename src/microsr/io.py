@@ -13,9 +13,11 @@ import functools
 import logging
 import math
 import os
+import platform
 import secrets
 import shutil
 import threading
+import time
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,13 +35,24 @@ from dask.base import tokenize
 
 from microsr.errors import InputError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
 __all__ = [
     "CANONICAL_AXES",
     "Image",
     "atomic_output",
+    "available_memory",
     "check_finite",
+    "check_image_output",
+    "check_memory",
     "check_output",
     "find_images",
+    "in_memory",
+    "output_lock",
     "read_image",
     "select_planes",
     "write_image",
@@ -80,6 +93,9 @@ _MAX_PIXEL_SIZE_NM = 1e6
 
 # Parts of tifffile's error log messages that mean the file is truncated or corrupt.
 _CORRUPTION_HINTS = ("invalid page offset", "invalid value offset", "corrupted", "failed to reshape")
+
+_MEMORY_FRACTION = 0.8  # of the available memory a command may plan to use
+_CROP_REMEDY = "crop or bin it (e.g. in Fiji), or split it into smaller files"
 
 _OUTPUT_CHUNK = 512  # YX chunk side in written OME-Zarr
 _CHUNK_BYTES = 2**20  # whole small planes are grouped into chunks of about this size
@@ -202,10 +218,113 @@ def read_image(path: PathLike, *, axes: str | None = None, pixel_size: float | N
             f"{path}: cannot read this file ({type(exc).__name__}: {exc}). It may be corrupt or "
             "incomplete; re-export or re-download it."
         ) from exc
+    _check_has_pixels(path, data.shape)
+    _check_chunks(data, path)
     data, canonical = _to_canonical(data, axes.upper() if axes else file_axes, path, given=axes is not None)
     if pixel_size is None:
         pixel_size = _square_pixel_size(path, size_x, size_y)
     return Image(data, canonical, float(pixel_size) if pixel_size else None, z_spacing, path)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give this process now without swapping, or None if unknown.
+
+    Linux's ``MemAvailable`` (free memory plus caches it can drop), else free physical pages.
+
+    Examples
+    --------
+    >>> available_memory() > 0
+    True
+    """
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(nbytes: float, what: str, remedy: str) -> None:
+    """Raise :class:`InputError` if holding ``nbytes`` would exceed the memory available now.
+
+    The guard against decompression bombs and images too large for a command that
+    works on whole images: it refuses before anything is decoded.
+
+    Parameters
+    ----------
+    nbytes
+        Memory the work needs.
+    what
+        What needs it, for the message (e.g. a file name and shape).
+    remedy
+        What the user can do instead, for the message.
+
+    Examples
+    --------
+    >>> check_memory(1e3, "a tiny image", "nothing")
+    >>> check_memory(1e18, "cells.tif", "crop it")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: cells.tif needs 1000000000.0 GB of memory but ... GB is available; crop it.
+    """
+    available = available_memory()
+    if available is not None and nbytes > _MEMORY_FRACTION * available:
+        raise InputError(
+            f"{what} needs {nbytes / 1e9:.1f} GB of memory but {available / 1e9:.1f} GB is available; {remedy}."
+        )
+
+
+def in_memory(image: Image, dtype: Any = None, *, copies: float = 1.0, remedy: str = _CROP_REMEDY) -> np.ndarray:
+    """The pixels of ``image`` as a NumPy array, after checking that they fit in memory.
+
+    Parameters
+    ----------
+    image
+        The image (read lazily).
+    dtype
+        Type to convert to (default: the image's).
+    copies
+        How many arrays of this size the caller's work holds at once, so that the
+        check covers the whole computation and not only the decoded pixels.
+    remedy
+        What to do about an image that is too large, for the message.
+
+    Raises
+    ------
+    InputError
+        If ``copies`` arrays of the image's size (in ``dtype``) need more memory than is available.
+
+    Examples
+    --------
+    >>> in_memory(Image(np.ones((2, 3), np.uint8), "YX", None), np.float32)
+    array([[1., 1., 1.],
+           [1., 1., 1.]], dtype=float32)
+    """
+    itemsize = np.dtype(dtype or image.dtype).itemsize
+    name = str(image.path) if image.path else "the image"
+    check_memory(image.data.size * itemsize * copies, f"{name} ({' × '.join(map(str, image.shape))} {image.dtype})",
+                 remedy)
+    return np.asarray(image.data.compute(), dtype=dtype)
+
+
+def _check_has_pixels(path: Path, shape: tuple[int, ...]) -> None:
+    if 0 in shape or not shape:
+        raise InputError(f"{path}: the image has no pixels (shape {' × '.join(map(str, shape)) or '()'}); "
+                         "export it again with its data.")
+
+
+def _check_chunks(data: da.Array, path: Path) -> None:
+    """Refuse a file whose smallest readable piece does not fit in memory (e.g. a compressed bomb)."""
+    chunk = math.prod(max(sizes, default=0) for sizes in data.chunks) * data.dtype.itemsize
+    # Every core may decode a piece at once.
+    check_memory(chunk * (os.cpu_count() or 1), f"{path}: a piece of this file decoded at once "
+                 f"(one {' × '.join(str(max(c)) for c in data.chunks)} {data.dtype} block per core)",
+                 "save it with tiles or strips (e.g. tiled OME-TIFF or OME-Zarr) or crop it")
 
 
 def check_finite(array: np.ndarray | da.Array, name: str) -> None:
@@ -458,6 +577,7 @@ def _read_tiff(path: Path) -> _Read:
     with _tifffile_errors(path):
         tif = tifffile.TiffFile(path)
         try:
+            _check_has_pixels(path, tif.series[0].shape)
             _check_complete(path, tif.series[0])
             sizes = _tiff_pixel_sizes(tif)
             source = _TiffArray(path, tif)
@@ -724,7 +844,7 @@ def atomic_output(path: PathLike, overwrite: bool = False, inputs: Iterable[Path
     temporary = path.with_name(f"{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield temporary
-        _move_into_place(temporary, path)
+        _move_into_place(temporary, path, overwrite)
     finally:
         _remove(temporary)
 
@@ -754,11 +874,107 @@ def check_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathL
             )
     if not path.parent.is_dir():
         raise InputError(f"{path}: the folder {path.parent} does not exist; create it first.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write in the folder {path.parent} (no permission or a read-only disk); "
+                         "choose a folder you can write to.")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
 
 
-def _move_into_place(temporary: Path, path: Path) -> None:
+def check_image_output(
+    path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = (), dtype: Any = None
+) -> None:
+    """:func:`check_output` for an image: also refuse a suffix :func:`write_image` cannot write,
+    or (given the ``dtype`` to be written) a PNG that cannot hold it.
+
+    Examples
+    --------
+    >>> check_image_output("restored.bogus")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: restored.bogus: cannot write '.bogus'; use one of .tif, .tiff, ...
+    >>> check_image_output("restored.png", dtype=np.float32)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: restored.png: PNG holds uint8 or uint16 pixels, not float32; write a .tif ...
+    """
+    path = Path(path)
+    _check_write_suffix(path)
+    if dtype is not None and path.name.lower().endswith(".png") and np.dtype(dtype) not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: PNG holds uint8 or uint16 pixels, not {np.dtype(dtype)}; write a .tif or "
+                         ".ome.zarr instead.")
+    check_output(path, overwrite, inputs)
+
+
+@contextmanager
+def output_lock(path: PathLike) -> Iterator[None]:
+    """Hold ``PATH.lock`` while writing ``path``, so a second writer is refused instead of corrupting it.
+
+    The lock file holds the writer's process ID, for the message a second writer
+    gets. The operating system releases the lock when its process ends, however it
+    ends, so a lock file left by a killed run is stale and simply taken over. The
+    file is removed on exit.
+
+    Raises
+    ------
+    InputError
+        If another process is writing ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.tif"
+    >>> with output_lock(target):
+    ...     target.with_name("out.tif.lock").read_text().split()[0] == str(os.getpid())
+    True
+    """
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputError(f"{lock}: cannot create the lock file ({exc.strerror}); choose a folder you "
+                             "can write to.") from exc
+        try:
+            _lock_file(fd)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").split()
+            os.close(fd)
+            who = f"process {holder[0]} ({' '.join(holder[1:])})" if holder else "another process"
+            raise InputError(f"{path} is being written by {who}; wait for it to finish or choose another "
+                             "output.") from None
+        # A writer that finished between our open and lock removed the file we locked: lock the new one.
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.node()}\n".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still holding it, so no one locks a file about to vanish
+        os.close(fd)
+
+
+def _lock_file(fd: int) -> None:
+    """Take an exclusive lock on ``fd`` without waiting; BlockingIOError if another process holds it."""
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as exc:
+        raise BlockingIOError(str(exc)) from exc
+
+
+def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise InputError(f"{path} appeared while this output was being written (another process?); "
+                         "pass --overwrite to replace it, or choose another output.")
     if not (path.exists() or path.is_symlink()) or not (temporary.is_dir() or path.is_dir()):
         os.replace(temporary, path)
         return
@@ -802,6 +1018,7 @@ def _as_image(
 
 
 def _writer_for(path: Path, image: Image, levels: int | None) -> Callable[[Path, Image], None]:
+    _check_write_suffix(path)
     name = path.name.lower()
     if name.endswith((".ome.tif", ".ome.tiff")):
         return _write_ome_tiff
@@ -814,12 +1031,15 @@ def _writer_for(path: Path, image: Image, levels: int | None) -> Callable[[Path,
                 f"of {image.shape[-2:]} and leaving at least one pixel."
             )
         return functools.partial(_write_zarr, name=_base_name(path), levels=levels)
-    if name.endswith(".png"):
-        _png_layout(path, image)
-        return _write_png
-    raise InputError(
-        f"{path}: cannot write {path.suffix or 'files without a suffix'!r}; use one of {', '.join(_WRITE_SUFFIXES)}."
-    )
+    _png_layout(path, image)  # the suffix is checked: this is a PNG
+    return _write_png
+
+
+def _check_write_suffix(path: Path) -> None:
+    if not path.name.lower().endswith(_WRITE_SUFFIXES):
+        raise InputError(
+            f"{path}: cannot write {path.suffix or 'files without a suffix'!r}; use one of {', '.join(_WRITE_SUFFIXES)}."
+        )
 
 
 def _base_name(path: Path) -> str:

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -61,8 +62,9 @@ class PartialOutput:
     ) -> tuple[PartialOutput, tuple[int, int]]:
         """The partial output in ``folder`` and the first (plane number, row) still to do.
 
-        With ``resume`` an existing one is continued if it belongs to the same ``job``;
-        otherwise (or without ``resume``) it is replaced by a new, all-zero one.
+        An existing one of the same ``job`` is continued, with a warning when ``resume``
+        was not asked for (nothing already computed is thrown away); one of another job
+        is replaced by a new, all-zero one, with a warning saying so.
 
         Raises
         ------
@@ -70,17 +72,22 @@ class PartialOutput:
             If ``resume`` finds a partial output of a different job.
         """
         partial = cls(folder, job, shape)
-        progress = folder / _PROGRESS_FILE
-        if resume and progress.is_file():
-            saved = json.loads(progress.read_text())
-            if saved["job"] != job:
-                changed = sorted(key for key in job if saved["job"].get(key) != job[key])
-                raise InputError(
-                    f"{folder}: this partial output was started with a different {', '.join(changed)}; "
-                    "resume with the same input, model and settings, or run without resume to start over."
-                )
+        saved = _saved_progress(folder, math.prod(partial.shape) * partial.dtype.itemsize)
+        if saved is not None and saved["job"] == job:
+            if not resume:
+                warnings.warn(f"{folder}: continuing the interrupted run of the same input, model and settings "
+                              f"from row {saved['done'][1]} of plane {saved['done'][0]}; delete it to start over.",
+                              stacklevel=2)
             return partial, tuple(saved["done"])
+        if resume and saved is not None:
+            changed = sorted(key for key in job if saved["job"].get(key) != job[key])
+            raise InputError(
+                f"{folder}: this partial output was started with a different {', '.join(changed)}; "
+                "resume with the same input, model and settings, or run without resume to start over."
+            )
         if folder.exists():
+            warnings.warn(f"{folder}: discarding an unfinished output of a different input, model or settings "
+                          "(or a damaged one); starting over.", stacklevel=2)
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         with open(folder / _ROWS_FILE, "wb") as file:
@@ -122,3 +129,13 @@ class PartialOutput:
     def _offset(self, plane: int, row: int) -> int:
         height, width = self.shape[-2:]
         return (plane * height + row) * width * self.dtype.itemsize
+
+
+def _saved_progress(folder: Path, size: int) -> dict | None:
+    """The progress record in ``folder``, or None if there is none or its rows file is not ``size`` bytes."""
+    try:
+        saved = json.loads((folder / _PROGRESS_FILE).read_text())
+        complete = (folder / _ROWS_FILE).stat().st_size == size
+    except (OSError, ValueError):
+        return None
+    return saved if complete and isinstance(saved, dict) and isinstance(saved.get("job"), dict) else None

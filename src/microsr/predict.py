@@ -45,7 +45,9 @@ from torch import nn
 from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
-from microsr.io import Image, check_finite, check_output, write_image
+from microsr.io import (
+    Image, check_finite, check_image_output, check_memory, check_output, output_lock, write_image,
+)
 from microsr.models import call_cropped, receptive_field, takes_crop, to_channels_last
 from microsr.partial_output import PartialOutput
 from microsr.precision import autocast, resolve_precision
@@ -425,25 +427,31 @@ class Predictor:
         """
         output = Path(output)
         protected = [*inputs, *([image.path] if image.path else [])]
-        check_output(output, overwrite, protected)
-        source = self._source(image)
+        check_image_output(output, overwrite, protected, dtype=np.float32)
         partial = output.with_name(output.name + ".partial")
+        check_output(partial, overwrite=True, inputs=protected)
+        source = self._source(image)
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
-        partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
-        for plane, _, row, col, block in self._blocks(source, done, on_tile):
-            partial_output.write(plane, row, source.normalizer.denormalize(block, out=block), col)
-            if col + block.shape[1] == width:  # the block finishes its rows
-                end = row + block.shape[0]
-                partial_output.save_progress((plane + 1, 0) if end == height else (plane, end))
-        result = Image(
-            partial_output.to_dask(),
-            image.axes,
-            pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
-            z_spacing=image.z_spacing,
-        )
-        write_image(output, result, overwrite=overwrite, inputs=protected)
-        shutil.rmtree(partial)
+        with output_lock(output):
+            partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
+            for plane, _, row, col, block in self._blocks(source, done, on_tile):
+                partial_output.write(plane, row, source.normalizer.denormalize(block, out=block), col)
+                if col + block.shape[1] == width:  # the block finishes its rows
+                    end = row + block.shape[0]
+                    done = (plane + 1, 0) if end == height else (plane, end)
+                    partial_output.save_progress(done)
+            if done != (math.prod(image.shape[:-2]), 0):  # never convert (and report) an unfinished output
+                raise InputError(f"{partial}: the prediction stopped at row {done[1]} of plane {done[0]}; "
+                                 "run again with resume (--resume) to finish it.")
+            result = Image(
+                partial_output.to_dask(),
+                image.axes,
+                pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
+                z_spacing=image.z_spacing,
+            )
+            write_image(output, result, overwrite=overwrite, inputs=protected)
+            shutil.rmtree(partial)
         return output
 
     # ----------------------------------------------------------------------- internals
@@ -571,8 +579,10 @@ class Predictor:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         image = source.image
+        stat = image.path.stat() if image.path else None
         return {
             "input": str(image.path) if image.path else None,
+            "input_modified": [stat.st_size, stat.st_mtime_ns] if stat else None,
             "shape": list(image.shape), "dtype": str(image.dtype), "axes": image.axes,
             "scale": self.scale, "frames": self.frames, "frame_axis": self.frame_axis,
             "tile": self.tile, "overlap": self.overlap, "blend": self.blend, "precision": str(self.dtype),
@@ -720,6 +730,10 @@ def rescale_image(image: Image, factor: float) -> Image:
     if not (math.isfinite(factor) and factor > 0):
         raise InputError(f"rescale factor {factor!r}: give a positive number.")
     shape_yx = tuple(max(1, round(n * factor)) for n in image.shape[-2:])
+    # A plane is resampled whole: it and its result in float32, on every core at once.
+    plane_bytes = 4 * (math.prod(image.shape[-2:]) + math.prod(shape_yx)) * (os.cpu_count() or 1)
+    check_memory(plane_bytes, f"{image.path or 'the image'}: resampling planes of "
+                 f"{' × '.join(map(str, image.shape[-2:]))} pixels", "resample it beforehand in your image software")
     planes = image.data.rechunk((1,) * (image.ndim - 2) + (-1, -1))
 
     def zoom(block: np.ndarray) -> np.ndarray:

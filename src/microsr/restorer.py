@@ -216,6 +216,10 @@ def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) 
         arch = info.get("arch")
         if not arch:
             raise InputError(f"{file}: the model is a custom architecture; pass it as load_model(path, model=...).")
-        model = create_model(**arch)
+        try:
+            model = create_model(**arch)
+        except (InputError, TypeError) as exc:  # an edited or damaged description
+            raise InputError(f"{file}: cannot rebuild the model this checkpoint describes ({exc}); the file is "
+                             "damaged or was edited.") from None
     load_state_into(model, state, file)
     return Restorer(module=model.eval(), info=info, path=file)

@@ -41,7 +41,7 @@ from scipy.signal.windows import tukey
 
 from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
-from microsr.io import Image, check_finite, check_output, read_image, write_image
+from microsr.io import Image, check_finite, check_image_output, in_memory, read_image, write_image
 from microsr.simulate.sim import cutoff_frequency, ideal_otf
 
 __all__ = [
@@ -217,6 +217,8 @@ def sim_frames(image: Image, frames: int) -> tuple[np.ndarray, str]:
     >>> frames.shape, axes
     ((3, 9, 8, 8), 'TYX')
     """
+    if frames < 1:
+        raise InputError(f"frames={frames}: an acquisition has at least one frame.")
     lead = image.axes[:-2]
     candidates = [a for a in lead if image.shape[image.axes.index(a)] == frames]
     if "C" in candidates:
@@ -224,7 +226,7 @@ def sim_frames(image: Image, frames: int) -> tuple[np.ndarray, str]:
     elif candidates:
         axis = candidates[-1]
     elif len(lead) == 1 and image.shape[0] % frames == 0:
-        data = np.asarray(image.data, dtype=np.float64).reshape(-1, frames, *image.shape[-2:])
+        data = _in_memory(image).reshape(-1, frames, *image.shape[-2:])
         check_finite(data, str(image.path or "raw frames"))
         return data, "TYX" if data.shape[0] > 1 else "YX"
     else:
@@ -239,7 +241,7 @@ def sim_frames(image: Image, frames: int) -> tuple[np.ndarray, str]:
             f"{image.path or 'raw frames'}: axes {image.axes} have more than one axis besides the SIM frames; "
             "split the stack into one file per time point or Z plane."
         )
-    data = np.moveaxis(np.asarray(image.data, dtype=np.float64), position, -3)
+    data = np.moveaxis(_in_memory(image), position, -3)
     check_finite(data, str(image.path or "raw frames"))
     return data.reshape(-1, frames, *image.shape[-2:]), "TYX" if others else "YX"
 
@@ -344,8 +346,7 @@ def estimate_pattern(
 
 def _check_raw(raw: np.ndarray, angles: int, phases: int) -> np.ndarray:
     raw = np.asarray(raw, dtype=np.float64)
-    if angles < 1 or phases < 3:
-        raise InputError(f"angles={angles}, phases={phases}: need at least 1 angle and 3 phases.")
+    _check_pattern(angles, phases)
     if raw.ndim != 3 or raw.shape[0] != angles * phases:
         raise InputError(
             f"raw frames of shape {raw.shape}: expected ({angles * phases}, Y, X) = angles × phases frames."
@@ -354,6 +355,18 @@ def _check_raw(raw: np.ndarray, angles: int, phases: int) -> np.ndarray:
         raise InputError(f"raw frames of {raw.shape[1]}x{raw.shape[2]} pixels: SIM needs at least 32 x 32.")
     check_finite(raw, "raw frames")
     return raw
+
+
+def _in_memory(image: Image) -> np.ndarray:
+    """The frames as float64, refused up front if they and the reconstruction's working copies (about
+    four arrays of their size: spectra, the finer grid) do not fit in memory."""
+    return in_memory(image, np.float64, copies=4,
+                     remedy="crop the frames to a smaller field of view, or split the time points into files")
+
+
+def _check_pattern(angles: int, phases: int) -> None:
+    if angles < 1 or phases < 3:
+        raise InputError(f"angles={angles}, phases={phases}: need at least 1 angle and 3 phases.")
 
 
 def _otf_in_pixels(otf: OTF, pixel_size: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -589,6 +602,8 @@ def reconstruct_file(
     --------
     >>> reconstruct_file("raw.tif", "sim.tif", 3, 3, na=1.2, wavelength=525.0)  # doctest: +SKIP
     """
+    _check_pattern(angles, phases)
+    check_image_output(output, overwrite, inputs=[source], dtype=np.float32)
     image = read_raw(source, pixel_size=pixel_size)
     if image.pixel_size is None:
         raise InputError(f"{source}: the file does not record its pixel size; give it (--pixel-size, nm).")
@@ -599,7 +614,6 @@ def reconstruct_file(
     else:
         raise InputError("give the OTF: --na and --wavelength for the ideal OTF, or --otf FILE for a measured one.")
     frames, axes = sim_frames(image, angles * phases)
-    check_output(output, overwrite, inputs=[source])
     results = [reconstruct_sim(f, angles, phases, pixel_size=image.pixel_size, otf=model, wiener=wiener, period=period)
                for f in frames]
     stack = np.stack([r[0] for r in results]) if axes.startswith("T") else results[0][0]
@@ -694,13 +708,13 @@ def stack_frames(
     """
     images = [read_raw(p, pixel_size=pixel_size) for p in paths]
     if len(images) == 1:
-        data = np.asarray(images[0].data, dtype=np.float64)
+        data = _in_memory(images[0])
         data = data.reshape(-1, *data.shape[-2:])
     else:
         shapes = {im.shape for im in images}
         if len(shapes) != 1 or images[0].ndim != 2:
             raise InputError(f"frame files must all be 2-D images of one shape; got shapes {sorted(shapes)}.")
-        data = np.stack([np.asarray(im.data, dtype=np.float64) for im in images])
+        data = np.stack([_in_memory(im) for im in images])
     check_finite(data, str(paths[0]))
     nm = images[0].pixel_size
     if nm is None:

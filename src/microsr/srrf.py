@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from microsr.errors import InputError
-from microsr.io import atomic_output, check_finite, read_image, write_image
+from microsr.io import atomic_output, check_finite, check_memory, read_image, write_image
 
 __all__ = ["ESRRFSettings", "SRRFTargets", "default_cache", "esrrf", "srrf_targets"]
 
@@ -215,6 +215,10 @@ def srrf_targets(
         raise InputError(
             f"{stack}: {image.shape[0]} frames make no block of {frames_per_target}; lower --frames-per-target."
         )
+    # eSRRF interpolates every frame of a block magnification² times larger.
+    block_bytes = frames_per_target * image.shape[-2] * image.shape[-1] * 4 * (1 + settings.magnification**2)
+    check_memory(block_bytes, f"{stack}: eSRRF of {frames_per_target} frames of {image.shape[-2]} × "
+                 f"{image.shape[-1]} pixels", "lower --frames-per-target or crop the stack")
     computed = 0
     with atomic_output(output, overwrite=overwrite, inputs=[stack]) as folder:
         (folder / INPUTS_DIR).mkdir(parents=True)

@@ -3,8 +3,11 @@
 One function, :func:`train`, readable top to bottom: set up data, model and
 optimiser (or restore them with ``resume``), then for each epoch train, validate,
 and write ``last.safetensors`` (and ``best.safetensors`` when validation PSNR
-improves) plus the optimiser state. An interrupted run loses at most its current
-epoch.
+improves) plus the weights, optimiser state and counters in ``train_state.pt``;
+within an epoch, the latter two every ``train.checkpoint_minutes`` (default 5). An
+interrupted run loses at most that much, and ``resume`` continues it, mid-epoch too.
+The output folder is locked while training (:func:`microsr.io.output_lock`), and a run
+that fails before its first checkpoint removes the folder it created.
 
 With ``data.simulation`` (SMLM), training frames are simulated on the fly and
 validated on a fixed simulated set: each epoch also localizes emitters in its
@@ -20,7 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +46,7 @@ from microsr.config import RunConfig, load_config
 from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer, epoch_loader
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
-from microsr.io import atomic_output, find_images, read_image, select_planes
+from microsr.io import atomic_output, check_output, find_images, output_lock, read_image, select_planes
 from microsr.localize import localize, score
 from microsr.losses import get_loss, ms_ssim
 from microsr.models import create_model, receptive_field, to_channels_last
@@ -100,7 +106,8 @@ def train(
         Model folder: ``best.safetensors``, ``last.safetensors``, ``config.json``,
         ``train_state.pt`` and ``history.json`` are written there.
     resume
-        Continue an interrupted run from ``output``'s last checkpoint. Without it, an
+        Continue an interrupted run from ``output``'s ``train_state.pt`` (saved at the end
+        of every epoch and every ``train.checkpoint_minutes`` within one). Without it, an
         ``output`` that already holds a run is refused, so nothing is overwritten.
     model
         Any ``nn.Module`` mapping ``(N, frames, h, w)`` to ``(N, 1, h*scale, w*scale)``;
@@ -130,12 +137,36 @@ def train(
     cfg = load_config(config)
     output = Path(output)
     state_file = output / "train_state.pt"
-    if not resume and (output / "last.safetensors").exists():
-        raise InputError(f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder.")
-    if resume and not state_file.exists():
-        raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
-    output.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder; a model is written as a folder, choose another name.")
+    check_output(output, overwrite=True)
+    with output_lock(output):  # first: a run still writing here is named as such
+        if not resume and (output / "last.safetensors").exists():
+            raise InputError(
+                f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder."
+            )
+        if resume and not state_file.exists():
+            raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
+        created = not output.exists()
+        try:
+            return _train(cfg, output, resume=resume, model=model, progress=progress, on_epoch_end=on_epoch_end)
+        except BaseException:
+            if created and not state_file.exists():  # nothing resumable was written: leave no debris
+                shutil.rmtree(output, ignore_errors=True)
+            raise
 
+
+def _train(
+    cfg: RunConfig,
+    output: Path,
+    *,
+    resume: bool,
+    model: nn.Module | None,
+    progress: bool,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
+) -> dict[str, Any]:
+    """The body of :func:`train`, once its output is checked and locked."""
+    state_file = output / "train_state.pt"
     device = pick_device(cfg.train.device)
     dtype = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
@@ -156,28 +187,32 @@ def train(
     optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size)
-    (output / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+    output.mkdir(exist_ok=True)
 
     run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
     if resume:
-        weights, _ = load_checkpoint(output / "last.safetensors")
-        load_state_into(net, weights, output / "last.safetensors")
-        saved = torch.load(state_file, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        run = {**saved["run"], "history": json.loads(saved["history"])}
+        run = _load_state(state_file, net, optimizer, output)
 
     total_steps = cfg.train.steps or (cfg.train.epochs or 0) * max(1, len(loader))
     budget = 60 * cfg.train.minutes if cfg.train.minutes else None
+    if run["seconds"] >= budget if budget else run["step"] >= total_steps:
+        raise InputError(
+            f"{output}: this run is already finished ({run['step']} steps in {run['epoch']} epochs, "
+            f"{run['seconds'] / 60:.1f} minutes); to train it longer, resume with a larger --steps, --epochs or "
+            "--minutes."
+        )
     bicubic_psnr = _bicubic_psnr(val_set, cfg.scale)
     record: dict[str, Any] = {}
     with _progress_bar(progress) as bar, reuse_freed_memory():
         done = run["seconds"] if budget else run["step"]
         task = bar.add_task("training", total=budget or total_steps, completed=done)
         while run["seconds"] < budget if budget else run["step"] < total_steps:
-            started = time.monotonic()
+            started = saved_at = time.monotonic()
             net.train()
             loader.sampler.epoch = run["epoch"]
-            losses = []
+            # Resuming a checkpoint taken within an epoch: continue that epoch where it stopped.
+            loader.sampler.start = run.pop("epoch_batches", 0) * cfg.data.batch_size
+            losses = run.pop("epoch_losses", [])
             for inputs, targets in loader:
                 fraction = run["seconds"] / budget if budget else run["step"] / total_steps
                 for group in optimizer.param_groups:
@@ -208,6 +243,13 @@ def train(
                            description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}{last_val}")
                 if (budget and elapsed >= budget) or (total_steps and run["step"] >= total_steps):
                     break
+                if time.monotonic() - saved_at >= 60 * cfg.train.checkpoint_minutes:
+                    # Within the epoch: weights, optimiser and position, so a crash loses at most this interval.
+                    save_checkpoint(output / "last.safetensors", net, info)
+                    # `losses` holds every batch of this epoch so far, also those before a resume.
+                    _save_state(state_file, net, optimizer, {**run, "seconds": elapsed, "epoch_batches": len(losses),
+                                                            "epoch_losses": losses}, info)
+                    saved_at = time.monotonic()
             val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, dtype, cfg.data.batch_size)
             scores = {} if smlm is None else _smlm_validation(net, smlm, device, dtype, cfg.data.batch_size)
             run["epoch"] += 1
@@ -224,7 +266,7 @@ def train(
             if record[metric] > run.get(best_key, -math.inf):
                 run[best_key] = record[metric]
                 save_checkpoint(output / "best.safetensors", net, epoch_info)
-            _save_state(state_file, optimizer, run)
+            _save_state(state_file, net, optimizer, run, info)
             if progress:
                 jaccard = "" if smlm is None else (
                     f" · val Jaccard {record['val_jaccard_100']:.3f} (100 nm), {record['val_jaccard_250']:.3f} "
@@ -354,13 +396,50 @@ def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return float(ms_ssim(prediction.clamp(0, 1), target.clamp(0, 1), scales=1))
 
 
-def _save_state(path: Path, optimizer: torch.optim.Optimizer, run: dict[str, Any]) -> None:
-    """Optimiser state and counters; tensors and plain values only, so ``weights_only`` loading works."""
+def _save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, run: dict[str, Any],
+                info: dict[str, Any]) -> None:
+    """Weights, optimiser state and counters in one file written atomically, so a resumed run never pairs
+    weights with another step's optimiser state; tensors and plain values only, so ``weights_only`` loading works.
+
+    Written last, after the checkpoints: it is what ``--resume`` continues from.
+    """
     counters = {k: v for k, v in run.items() if k != "history"}
+    weights = {k: v.detach().to("cpu") for k, v in net.state_dict().items()}
     with atomic_output(path, overwrite=True) as tmp:
-        torch.save({"optimizer": optimizer.state_dict(), "run": counters, "history": json.dumps(run["history"])}, tmp)
-    with atomic_output(path.with_name("history.json"), overwrite=True) as tmp:
-        tmp.write_text(json.dumps(run["history"], indent=2) + "\n")
+        torch.save({"model": weights, "optimizer": optimizer.state_dict(), "run": counters,
+                    "history": json.dumps(run["history"])}, tmp)
+    for name, document in (("history.json", run["history"]), ("config.json", info)):
+        with atomic_output(path.with_name(name), overwrite=True) as tmp:
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _load_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, output: Path) -> dict[str, Any]:
+    """Restore weights and optimiser from ``train_state.pt``; return the run's counters and history."""
+    try:
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is no use to the user
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"{path}: refused to resume from this file: it holds Python objects besides tensors, which microsr "
+            "never unpickles (they can run code), so it was not written by microsr's training. Start a new run "
+            "in another folder."
+        ) from exc
+    except Exception as exc:  # truncated or not a torch file at all
+        raise InputError(f"{path}: cannot resume from this file ({type(exc).__name__}); it is damaged. "
+                         "Start a new run in another folder.") from exc
+    try:
+        weights = saved["model"] if "model" in saved else load_checkpoint(output / "last.safetensors")[0]
+        load_state_into(net, weights, path)
+        optimizer.load_state_dict(saved["optimizer"])
+        return {**saved["run"], "history": json.loads(saved["history"])}
+    except InputError:
+        raise
+    except Exception as exc:  # missing keys, another model's optimiser state
+        raise InputError(
+            f"{path}: cannot resume from this file ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); "
+            "it was not written by this run's training. Start a new run in another folder."
+        ) from exc
 
 
 def _progress_bar(enabled: bool) -> Progress:
