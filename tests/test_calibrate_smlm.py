@@ -149,8 +149,8 @@ def test_a_stack_without_spots_is_refused():
 def test_model_trained_on_the_calibration_localizes_the_stack(tmp_path):
     """From raw frames to localizations with no ground truth: calibrate, train briefly, reconstruct.
 
-    A small x4 model trained for 150 steps on 16 x 16 frames of the calibrated settings reaches a Jaccard index
-    above 0.7 at 250 nm on the stack (measured 0.8-0.85; the shipped model needs no such training).
+    A small x4 model trained for 100 steps on 16 x 16 frames of the calibrated settings reaches a Jaccard index
+    above 0.8 at 250 nm on the stack's first 100 frames (measured 0.912, precision 0.996, RMSE 30 nm).
     """
     from microsr.localize import score
     from microsr.reconstruct import reconstruct
@@ -163,11 +163,11 @@ def test_model_trained_on_the_calibration_localizes_the_stack(tmp_path):
     settings.update(size=16, val_frames=32)
     run = {"data": {"simulation": settings, "batch_size": 8, "samples_per_epoch": 400, "num_workers": 0},
            "scale": 4, "model": {"name": "smlm_unet", "kwargs": {"widths": [16, 32]}},
-           "train": {"steps": 150, "lr": 3e-3, "seed": 0}}
+           "train": {"steps": 100, "lr": 3e-3, "seed": 0}}
     train(run, tmp_path / "model", progress=False)
     result = reconstruct(stack[:100], tmp_path / "model" / "best.safetensors", pixel_size=100.0)
     wide = score(result.localizations, truth[truth["frame"] <= 100], 250.0)
-    assert wide.jaccard > 0.7, wide
+    assert wide.jaccard > 0.8, wide
 
 
 def test_cli_train_takes_the_calibrated_settings(tmp_path):

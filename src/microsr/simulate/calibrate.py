@@ -7,7 +7,7 @@ matches the user's microscope:
 1. **Background pixels.** A pixel whose 7 × 7 neighbourhood (itself excluded) is
    among the darkest of its frame holds no emitter; its own value is then an
    unbiased draw of background + camera noise (the neighbours decide, not it).
-2. **Camera (photon transfer).** In blocks of 16 × 16 pixels and groups of frames,
+2. **Camera (photon transfer).** In blocks of 16 × 16 pixels of each frame,
    the mean ``m``, variance ``v`` and third cumulant ``k3`` of background pixels
    follow ``v = s (m - o) + r²`` and ``k3 = c s² (m - o)`` with ``o`` the base level,
    ``r`` the readout noise (counts), ``s = F g`` (``g`` counts per photon, ``F`` = 1
@@ -19,12 +19,17 @@ matches the user's microscope:
    camera type must be given (``camera=``), its readout noise is assumed (EMCCD:
    negligible after gain; sCMOS: 1.5 e-) and the background's variance and third
    cumulant give the rest; a warning says so.
-3. **PSF and photons.** Isolated spots (no other spot within 4 pixels) well above
-   the noise are fitted with an integrated Gaussian plus offset (least squares);
-   the PSF FWHM comes from their widths, photons from their integrals / ``g``. The
-   spread of the fits minus their own noise gives the range (uniform, as simulated).
-4. **Density.** Each frame's signal above background in photons, divided by the
-   mean photons per emitter, is its number of emitters on; per µm² of the field.
+3. **PSF, photons and density from the blinking.** Molecules blink independently, so
+   the temporal covariance of two pixels, summed over the field, is ``N <I²>`` times
+   the PSF's autocorrelation, whatever the structure and however much the spots
+   overlap; pixels 1 and 2 apart (no shot noise in common) give the PSF width, the
+   pixels' variance minus the camera noise of step 2 gives ``N <I²> / (4 π σ²)``, and
+   their mean above background ``N <I>``: hence photons per emitter ``<I>`` and the
+   emitters on per frame ``N``.
+4. **Photon spread.** Isolated spots (no other spot within 4 pixels) well above the
+   noise are fitted with an integrated Gaussian; the spread of their integrals, minus
+   the fits' own noise, is the spread of photons (capped at ± 50 %: overlapping spots
+   widen it). The PSF's spread over molecules is not measured (± 5 % is written).
 
 Each estimate comes with a standard error; :attr:`Calibration.warnings` says which
 are poorly constrained and why.
@@ -62,6 +67,7 @@ Camera = Literal["auto", "emccd", "scmos"]
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _MAX_FRAMES = 400  # frames read (evenly spaced); enough for every estimate, bounded memory
+_MAX_SIDE = 256  # frames larger than this are calibrated on their central crop
 _BLOCK = 16  # side of the photon-transfer blocks, pixels
 _DARK_FRACTION = 0.2
 _MIN_BACKGROUND_PIXELS = 30
@@ -182,8 +188,10 @@ class Calibration:
             ("readout noise", str(self.read_noise), "intercept of variance vs mean, at the base level"),
             ("background", f"{self.background} ({self.background_range[0]:.3g}-{self.background_range[1]:.3g})",
              "mean of background pixels, 5-95 % over frames"),
-            ("PSF FWHM", f"{self.fwhm} (± {self.fwhm_spread:.0f} spread)", f"Gaussian fits of {self.spots} spots"),
-            ("photons per emitter", f"{self.photons} (± {self.photon_spread:.0f} spread)", "integrals of the fits"),
+            ("PSF FWHM", f"{self.fwhm} (± {self.fwhm_spread:.0f} assumed spread)",
+             "temporal covariance of pixels 1 and 2 apart"),
+            ("photons per emitter", f"{self.photons} (± {self.photon_spread:.0f} spread)",
+             f"blinking variance / mean; spread from {self.spots} isolated spots"),
             ("density", str(self.density), "signal above background / photons per emitter"),
         ]
 
@@ -209,7 +217,7 @@ def calibrate(
         varies across the field or the frames); ``"emccd"`` or ``"scmos"`` (also
         for CCD) says it.
     max_frames
-        At most this many frames are used.
+        At most this many frames are used (and at most the central 256 × 256 pixels).
 
     Returns
     -------
@@ -241,7 +249,10 @@ def calibrate(
             f"of {_BLOCK} × {_BLOCK} pixels."
         )
     index = np.unique(np.linspace(0, total - 1, min(max_frames, total)).round().astype(np.int64))
-    frames = np.asarray(np.asarray(stack[index]), np.float64)
+    # Memory stays bounded on any stack: at most max_frames frames of the central _MAX_SIDE² pixels are read.
+    top, left = max(0, (rows - _MAX_SIDE) // 2), max(0, (cols - _MAX_SIDE) // 2)
+    frames = np.asarray(np.asarray(stack[index, top : top + _MAX_SIDE, left : left + _MAX_SIDE]), np.float64)
+    rows, cols = frames.shape[1:]
     notes: list[str] = []
     background_mask = _background_pixels(frames)
     camera_fit = _photon_transfer(frames, background_mask, camera, notes)
@@ -334,7 +345,7 @@ def write_simulation(
         f"background: [{sim.background[0]:.4g}, {sim.background[1]:.4g}]  # photons per pixel, 5-95 % over "
         f"frames; mean {c.background}",
         f"base_level: {sim.base_level:.4g}  # counts: {c.base_level}",
-        f"photons_per_adu: {sim.photons_per_adu:.4g}  # photoelectrons per count (gain {c.gain} counts per photon)",
+        f"photons_per_adu: {sim.photons_per_adu:.4g}  # photoelectrons per count (gain {c.gain})",
         f"em_gain: {'null' if sim.em_gain is None else f'{sim.em_gain:g}'}  # camera {c.camera} "
         f"({'measured' if c.camera_measured else 'given or assumed'})"
         + ("; only em_gain / photons_per_adu is measurable" if sim.em_gain else ""),
@@ -412,10 +423,16 @@ def _photon_transfer(frames: np.ndarray, mask: np.ndarray, camera: str, notes: l
         gain = k3 / (3.0 * k2) / 1.0 if k3 > 0 else math.sqrt(k2 / 2.0 / 20.0)
         photons = k2 / (2.0 * gain**2)
         read = 0.0
-    else:  # k2 = g² (λ + r²), k3 = g³ λ: solve for g
+    else:  # k2 = g² (λ + r²) and k3 = g³ λ, so k3 / g + r² g² = k2: the root where shot noise dominates
         def mismatch(g: float) -> float:
-            return g**2 * (max(k3, 1e-9) / g**3 + _SCMOS_READ_NOISE**2) - k2
-        gain = optimize.brentq(mismatch, 1e-4, 1e4) if k3 > 0 else math.sqrt(k2 / (20.0 + _SCMOS_READ_NOISE**2))
+            return max(k3, 1e-9) / g + (_SCMOS_READ_NOISE * g) ** 2 - k2
+
+        lowest = (max(k3, 1e-9) / (2 * _SCMOS_READ_NOISE**2)) ** (1 / 3)  # where the left side is smallest
+        if mismatch(lowest) < 0:
+            gain = optimize.brentq(mismatch, max(k3, 1e-9) / k2 / 2, lowest)
+        else:
+            gain = lowest
+            notes.append("background variance below what the assumed 1.5 e- readout noise allows: gain uncertain")
         photons = max(k3, 1e-9) / gain**3
         read = _SCMOS_READ_NOISE * gain
     # The third cumulant's relative standard error ~ sqrt(6 k2³ / n) / k3 carries into gain and base level.
