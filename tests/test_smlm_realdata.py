@@ -44,15 +44,17 @@ def data(realdata):
 
 
 def test_shipped_model_localizes_the_test_stack(data):
-    """README: recall 79.0 %, precision 96.1 %, Jaccard 76.6 %, RMSE 61.9 nm at 250 nm; Jaccard 67.4 %,
-    RMSE 42.3 nm at 100 nm (threshold 0.0075 calibrated on simulated frames), in 1.6-2.9 s on 2 cores."""
+    """README (benchmarks/smlm/evaluate.py): recall 41.5 %, precision 99.7 %, Jaccard 41.5 %, RMSE 44.7 nm at
+    250 nm; Jaccard 39.9 % at 100 nm (threshold 0.0075 chosen on simulated frames of the broad range; nothing
+    fitted to this stack). The model it replaced, trained on a preset fitted with this stack's ground truth,
+    is an upper bound (Jaccard 76.5 %)."""
     stack, truth, result, seconds = data
     assert stack.shape == (361, 64, 64) and result.pixel_size == FINE and result.threshold == 0.0075
     wide, narrow = score(result.localizations, truth, 250.0), score(result.localizations, truth, 100.0)
-    assert wide.recall > 0.77 and wide.precision > 0.94 and wide.jaccard > 0.74
-    assert wide.rmse_lateral < 65.0
-    assert narrow.jaccard > 0.65 and narrow.rmse_lateral < 45.0
-    assert seconds < 30.0  # under 10 s on 2 cores even with other load; generous for slower machines
+    assert wide.recall > 0.39 and wide.precision > 0.98 and wide.jaccard > 0.39
+    assert wide.rmse_lateral < 50.0
+    assert narrow.jaccard > 0.37
+    assert seconds < 60.0  # includes the quick calibration check; generous for slower or busy machines
 
 
 def _image_scores(image, reference):
