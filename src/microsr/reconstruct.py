@@ -48,7 +48,7 @@ from microsr.localize import Score, localize, score, write_localizations
 from microsr.precision import autocast, resolve_precision
 from microsr.pretrained import pretrained_path
 from microsr.restorer import Restorer, load_model
-from microsr.simulate.calibrate import Calibration, calibrate
+from microsr.simulate.calibrate import calibrate
 from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset, render_targets, simulate_batch, simulate_stack
 
 __all__ = [
