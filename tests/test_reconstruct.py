@@ -18,9 +18,10 @@ from microsr.reconstruct import (
     read_stack,
     reconstruct,
     reconstruct_file,
+    training_mismatch,
 )
 from microsr.restorer import load_model
-from microsr.simulate.smlm import preset, simulate_stack
+from microsr.simulate.smlm import SMLMSimulation, simulate_stack
 
 runner = CliRunner()
 
@@ -175,9 +176,35 @@ def test_cli_trains_then_reconstructs_and_reports_bad_input_on_one_line(tmp_path
 # --------------------------------------------------------------------------- the shipped model
 
 
-def test_shipped_model_localizes_a_simulated_deepstorm_stack():
-    """The default model on a fresh simulation of the preset it was trained for (no real data needed)."""
-    stack, truth = simulate_stack(preset("deepstorm-test"), frames=20, seed=123)
+def test_shipped_model_localizes_a_stack_of_a_camera_it_was_not_trained_on():
+    """The default model on a new simulation: an sCMOS at 2 emitters per µm² per frame, settings of no preset.
+
+    Measured: Jaccard 0.661, precision 0.962 at 250 nm; Jaccard 0.615, RMSE 33.7 nm at 100 nm.
+    """
+    camera = dict(photons_per_adu=0.46, read_noise=1.6, base_level=100, em_gain=None, photons=(1200, 2800),
+                  background=(25, 35), fwhm=(230, 290))  # benchmarks/smlm/evaluate.py's held-out sCMOS
+    stack, truth = simulate_stack(SMLMSimulation(size=64, density=2.0, **camera), frames=40, seed=123)
     result = reconstruct(stack, pixel_size=100.0)
     wide, narrow = score(result.localizations, truth, 250.0), score(result.localizations, truth, 100.0)
-    assert wide.jaccard > 0.72 and wide.precision > 0.9 and narrow.jaccard > 0.63 and narrow.rmse_lateral < 46.0
+    assert wide.jaccard > 0.6 and wide.precision > 0.9 and narrow.jaccard > 0.55 and narrow.rmse_lateral < 40.0
+
+
+# --------------------------------------------------------------------------- the training-range check
+
+
+def test_a_stack_unlike_the_training_frames_is_flagged_with_numbers_and_the_fix():
+    dense, _ = simulate_stack(SMLMSimulation(size=48, density=20.0, background=(10, 60), photons_per_adu=0.5), 80,
+                              seed=5)
+    broad = {"run": {"data": {"simulation": {"preset": "broad"}}}}
+    (message,) = training_mismatch(dense, broad, 100.0)
+    assert "density" in message and "(trained on 0.5-8)" in message
+    assert "microsr smlm calibrate STACK -o simulation.yaml" in message and "--simulation" in message
+    # A stack inside the range passes; so does any stack for a model without recorded training settings.
+    usual, _ = simulate_stack(SMLMSimulation(size=48, density=2.0, background=(10, 60), photons=(1000, 3000)), 80,
+                              seed=6)
+    assert training_mismatch(usual, broad, 100.0) == []
+    assert training_mismatch(dense, {}, 100.0) == []
+    # A model trained on one setting is trusted within a factor 1.5 of its density.
+    fixed = {"run": {"data": {"simulation": {"preset": "default", "density": 2.0, "background": [10, 60]}}}}
+    assert training_mismatch(usual, fixed, 100.0) == []
+    assert "density" in training_mismatch(dense, fixed, 100.0)[0]

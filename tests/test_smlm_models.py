@@ -166,7 +166,9 @@ def test_training_on_simulated_frames_learns_to_localize(tiny_smlm_model):
     assert history[-1]["val_rmse"] < 40.0  # nm, with 25 nm fine pixels
     _, info = load_checkpoint(output / "best.safetensors")
     best = max(history, key=lambda r: r["val_jaccard_100"])
-    assert info["smlm"] == {key: best[key] for key in ("threshold", "val_jaccard_100", "val_jaccard_250", "val_rmse")}
+    assert {key: info["smlm"][key] for key in ("threshold", "val_jaccard_100", "val_jaccard_250", "val_rmse")} == {
+        key: best[key] for key in ("threshold", "val_jaccard_100", "val_jaccard_250", "val_rmse")}
+    assert info["smlm"]["val_criterion"] == best["val_jaccard_100"]  # the default criterion: Jaccard at 100 nm
     assert (info["input_pixel_size"], info["output_pixel_size"], info["scale"]) == (100.0, 25.0, 4)
     assert info["normalization"] == {"type": "percentile", "low": 0.1, "high": 99.9}
     assert json.loads((output / "history.json").read_text())[-1]["step"] == 120

@@ -44,15 +44,17 @@ def data(realdata):
 
 
 def test_shipped_model_localizes_the_test_stack(data):
-    """README: recall 79.0 %, precision 96.1 %, Jaccard 76.6 %, RMSE 61.9 nm at 250 nm; Jaccard 67.4 %,
-    RMSE 42.3 nm at 100 nm (threshold 0.0075 calibrated on simulated frames), in 1.6-2.9 s on 2 cores."""
+    """README (benchmarks/smlm/evaluate.py): recall 41.5 %, precision 99.7 %, Jaccard 41.5 %, RMSE 44.7 nm at
+    250 nm; Jaccard 39.9 % at 100 nm (threshold 0.0075 chosen on simulated frames of the broad range; nothing
+    fitted to this stack). The model it replaced, trained on a preset fitted with this stack's ground truth,
+    is an upper bound (Jaccard 76.5 %)."""
     stack, truth, result, seconds = data
     assert stack.shape == (361, 64, 64) and result.pixel_size == FINE and result.threshold == 0.0075
     wide, narrow = score(result.localizations, truth, 250.0), score(result.localizations, truth, 100.0)
-    assert wide.recall > 0.77 and wide.precision > 0.94 and wide.jaccard > 0.74
-    assert wide.rmse_lateral < 65.0
-    assert narrow.jaccard > 0.65 and narrow.rmse_lateral < 45.0
-    assert seconds < 30.0  # under 10 s on 2 cores even with other load; generous for slower machines
+    assert wide.recall > 0.39 and wide.precision > 0.98 and wide.jaccard > 0.39
+    assert wide.rmse_lateral < 50.0
+    assert narrow.jaccard > 0.37
+    assert seconds < 60.0  # includes the quick calibration check; generous for slower or busy machines
 
 
 def _image_scores(image, reference):
@@ -62,7 +64,8 @@ def _image_scores(image, reference):
 
 
 def test_reconstruction_matches_the_ground_truth_better_than_deepstorm(data, realdata):
-    """README: Pearson 0.966 and PSNR 29.0 dB for microsr, 0.873 and 23.4 dB for Deep-STORM's own reconstruction."""
+    """README (benchmarks/smlm/evaluate.py): Pearson 0.896 and PSNR 24.3 dB for microsr's shipped model, 0.873 and
+    23.4 dB for Deep-STORM's own reconstruction (0.966 / 29.0 dB for the model calibrated with the ground truth)."""
     _, truth, result, _ = data
     reference = render(truth, FINE, (512, 512), method="gaussian", sigma=GT_SIGMA).astype(np.float64)
     deepstorm = scipy.io.loadmat(realdata(DEEPSTORM))["Recovery"]
@@ -70,8 +73,8 @@ def test_reconstruction_matches_the_ground_truth_better_than_deepstorm(data, rea
     ours, theirs = _image_scores(result.image, reference), _image_scores(deepstorm, reference)
     # Deep-STORM's image is stored in the ground truth's orientation (transposed or flipped, r < 0.2).
     assert theirs[0] > 0.85 and _image_scores(deepstorm.T, reference)[0] < 0.2
-    assert ours[0] > 0.95 and ours[0] > theirs[0] + 0.05
-    assert ours[1] > theirs[1] + 3.0
+    assert ours[0] > 0.88 and ours[0] > theirs[0]
+    assert ours[1] > theirs[1]
 
 
 def _frames(table, frames):
@@ -85,7 +88,7 @@ def test_original_dsir_weights_load_safely_and_need_batch_statistics(realdata, d
     """DSIR's 2018 pickle loads with weights_only=True into the shared-BatchNorm layout it was saved from.
 
     In eval mode the shared running statistics zero every output; with each batch's own statistics
-    (train mode) it localizes, but far worse than the shipped model on the same frames.
+    (train mode) it localizes; the shipped model finds fewer emitters on this dense stack, with far fewer false ones.
     """
     stack, truth, result, _ = data
     state = torch.load(realdata(DSIR), weights_only=True, map_location="cpu")  # saved from a CUDA device
@@ -100,4 +103,4 @@ def test_original_dsir_weights_load_safely_and_need_batch_statistics(realdata, d
     found = localize(outputs, FINE, 0.2 * float(np.percentile(outputs, 99.99)), radius=2)
     dsir = score(found, _frames(truth, frames + 1), 250.0)
     ours = score(_frames(result.localizations, frames + 1), _frames(truth, frames + 1), 250.0)
-    assert dsir.jaccard > 0.35 and ours.jaccard > dsir.jaccard + 0.15
+    assert dsir.jaccard > 0.35 and ours.precision > dsir.precision + 0.05

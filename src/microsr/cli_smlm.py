@@ -40,7 +40,8 @@ RangeOption = tuple[float, float] | None
 def simulate(
     output: Annotated[Path, typer.Option("--output", "-o", help=f"Folder to create: {STACK_NAME} + {TRUTH_NAME}.")],
     preset: Annotated[
-        str, typer.Option(help="Starting settings: default, dsir or deepstorm-test; the options below override them.")
+        str, typer.Option(help="Starting settings: default, dsir or deepstorm-test (calibrated with the ground truth "
+                          "of Deep-STORM's test stack); the options below override them.")
     ] = "default",
     frames: Annotated[int, typer.Option(help="Number of frames.")] = 1000,
     size: Annotated[int | None, typer.Option(help="Frame side in pixels (square frames).")] = None,
@@ -73,10 +74,13 @@ def simulate(
     """
     from microsr.io import atomic_output, read_image, write_image
     from microsr.localize import write_localizations
+    from microsr.simulate.smlm import SMLMSimulation, simulate_stack
     from microsr.simulate.smlm import preset as named_preset
-    from microsr.simulate.smlm import simulate_stack
 
     config = named_preset(preset)
+    if not isinstance(config, SMLMSimulation):
+        raise InputError(f"--preset {preset}: a range of acquisitions for training; simulate one of "
+                         "default, dsir or deepstorm-test, with options for other settings.")
     inputs = []
     mask = None
     if structure is not None and structure not in ("filaments", "uniform"):
@@ -115,8 +119,14 @@ def train(
         Path | None, typer.Argument(help="Run configuration (YAML) with data.simulation; options override it.")
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path("smlm_model"),
+    simulation: Annotated[
+        Path | None,
+        typer.Option(help="Simulation settings (YAML) from `microsr smlm calibrate`: a model for that microscope."),
+    ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="Simulation preset: deepstorm-test (default), default or dsir.")
+        str | None,
+        typer.Option(help="Simulation preset: broad (default: a range of acquisitions), default, dsir, or "
+                     "deepstorm-test (calibrated with the ground truth: an upper bound)."),
     ] = None,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Camera pixel size in nm.")] = None,
     density: Annotated[float | None, typer.Option(help="Emitters ON per µm² in each frame.")] = None,
@@ -142,9 +152,12 @@ def train(
     """Train an SMLM reconstruction model on frames simulated on the fly (no dataset on disk).
 
     Each step simulates new frames and their exact emitters (x8 targets by default);
-    every epoch scores localizations on a fixed simulated validation set and keeps
-    the checkpoint with the best Jaccard index, with its peak threshold, as
-    OUTPUT/best.safetensors.
+    every epoch picks the peak threshold on a fixed simulated validation set by the
+    criterion fixed in the settings (threshold_criterion at threshold_radius) and keeps
+    the checkpoint that scores best on it, with its threshold, as OUTPUT/best.safetensors.
+
+    For your microscope: `microsr smlm calibrate STACK -o simulation.yaml`, then
+    `microsr smlm train --simulation simulation.yaml -o MODEL --minutes 20`.
     """
     from microsr.cli import _set_threads
     from microsr.config import load_config
@@ -152,9 +165,14 @@ def train(
 
     run = load_config(config).model_dump(mode="json", exclude_unset=True) if config is not None else {}
     data, schedule = run.setdefault("data", {}), run.setdefault("train", {})
-    simulation = data.setdefault("simulation", {})
     if "hr" in data:
         raise InputError(f"{config}: `microsr smlm train` simulates its frames; remove data.hr or use `microsr train`.")
+    settings = data.setdefault("simulation", {})
+    if simulation is not None:
+        settings.update(_read_simulation(simulation))
+    elif "preset" not in settings:
+        settings["preset"] = "broad"
+    simulation = settings
     changes = {"preset": preset, "pixel_size": pixel_size, "density": density, "val_frames": val_frames}
     simulation.update({k: v for k, v in changes.items() if v is not None})
     data.update({k: v for k, v in {"batch_size": batch_size, "samples_per_epoch": frames_per_epoch,
@@ -176,6 +194,66 @@ def train(
     )
 
 
+def _read_simulation(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"--simulation {path}: no such file; write one with `microsr smlm calibrate STACK -o {path}`.")
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"--simulation {path}: not valid YAML ({exc.__class__.__name__}).") from None
+    if not isinstance(settings, dict):
+        raise InputError(f"--simulation {path}: expected a mapping of simulation settings (see microsr smlm calibrate).")
+    return settings
+
+
+@app.command()
+def calibrate(
+    stack: Annotated[Path, typer.Argument(help="Raw SMLM stack (3-D TIFF, ...) or a folder of single-frame TIFFs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Simulation settings to write (YAML).")],
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", help="Camera pixel size in nm, overriding the file's.")
+    ] = None,
+    camera: Annotated[
+        str, typer.Option(help="auto (measure whether there is EM gain), emccd, or scmos (also CCD).")
+    ] = "auto",
+    max_frames: Annotated[int, typer.Option(min=10, help="Frames read (evenly spaced).")] = 400,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Estimate, from the raw frames alone (no ground truth), simulation settings that look like STACK.
+
+    Camera base level, gain and readout noise (photon transfer of background
+    pixels), PSF width and photons per emitter (fits of isolated spots), background
+    and emitter density, each with its uncertainty, written as a simulation config
+    with comments for `microsr smlm train --simulation OUTPUT`.
+    """
+    from microsr.io import check_output
+    from microsr.reconstruct import read_stack
+    from microsr.simulate.calibrate import calibrate as run_calibration
+    from microsr.simulate.calibrate import write_simulation
+
+    if camera not in ("auto", "emccd", "scmos"):
+        raise InputError(f"--camera {camera!r}: choose auto, emccd or scmos.")
+    if output.suffix.lower() not in (".yaml", ".yml"):
+        raise InputError(f"--output {output}: give a .yaml file name, e.g. simulation.yaml.")
+    check_output(output, overwrite, inputs=[stack])
+    image = read_stack(stack, pixel_size=pixel_size)
+    if image.pixel_size is None:
+        raise InputError(f"{stack}: no pixel size in the file; give --pixel-size (nm).")
+    result = run_calibration(image.data, image.pixel_size, camera=camera, max_frames=max_frames)
+    write_simulation(result, output, source=str(stack), overwrite=overwrite)
+    table = Table(title=f"{stack}: {result.frames} frames, {result.spots} isolated spots")
+    for column in ("setting", "estimate ± standard error", "from"):
+        table.add_column(column)
+    for row in result.rows():
+        table.add_row(*row)
+    out.print(table)
+    for note in result.warnings:
+        out.print(f"[yellow]warning:[/yellow] {note}")
+    out.print(f"wrote {output}; train a model for it: microsr smlm train --simulation {output} -o MODEL")
+
+
 @app.command()
 def reconstruct(
     stack: Annotated[Path, typer.Argument(help="Stack of frames (3-D TIFF, ...) or a folder of single-frame TIFFs.")],
@@ -190,6 +268,9 @@ def reconstruct(
         float | None, typer.Option("--pixel-size", help="Camera pixel size in nm, overriding the file's.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Reconstruct even if the pixel size differs from the model's.")] = False,
+    check: Annotated[
+        bool, typer.Option(help="First calibrate the stack quickly and warn if it is unlike the model's training frames.")
+    ] = True,
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
@@ -210,7 +291,7 @@ def reconstruct(
     _set_threads(threads)
     result = reconstruct_file(
         stack, output, model, overwrite=overwrite, pixel_size=pixel_size, threshold=threshold, force=force,
-        batch_size=batch_size, device=pick_device(device), precision=precision,
+        check=check, batch_size=batch_size, device=pick_device(device), precision=precision,
     )
     out.print(
         f"wrote {output / IMAGE_NAME} ({' × '.join(map(str, result.image.shape))}, {result.pixel_size:g} nm pixels) "

@@ -48,18 +48,21 @@ from microsr.localize import Score, localize, score, write_localizations
 from microsr.precision import autocast, resolve_precision
 from microsr.pretrained import pretrained_path
 from microsr.restorer import Restorer, load_model
-from microsr.simulate.smlm import SMLMSimulation, render_targets, simulate_batch, simulate_stack
+from microsr.simulate.calibrate import calibrate
+from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset, render_targets, simulate_batch, simulate_stack
 
 __all__ = [
     "IMAGE_NAME",
     "LOCALIZATIONS_NAME",
     "Reconstruction",
+    "ACQUISITION_FRAMES",
     "SimulatedFrames",
     "best_threshold",
     "read_stack",
     "reconstruct",
     "reconstruct_file",
     "simulation_normalizer",
+    "training_mismatch",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -82,7 +85,13 @@ worse (measured on the real test stack: Jaccard 0.80 at 250 nm, but 0.54 at 100 
 and an RMSE of 81 nm, against 0.72, 0.65 and 58 nm one threshold step higher).
 """
 
-_NORMALIZER_FRAMES = 256  # frames of the simulated stack whose percentiles normalise training frames
+ACQUISITION_FRAMES = 8
+"""Frames simulated per drawn acquisition to normalise one training frame of a range (their percentiles)."""
+CRITERIA = ("jaccard", "efficiency")
+"""What :func:`best_threshold` can maximise."""
+_NORMALIZER_FRAMES = 256
+_CHECK_FRAMES = 100  # frames the quick calibration before a reconstruction reads
+_FIXED_MARGIN = 1.5  # a model trained on one setting is trusted within this factor of it (PSF: its square root)  # frames of the simulated stack whose percentiles normalise training frames
 _PIXEL_SIZE_TOLERANCE = 0.10
 
 
@@ -90,9 +99,13 @@ _PIXEL_SIZE_TOLERANCE = 0.10
 
 
 def simulation_normalizer(
-    simulation: SMLMSimulation, normalizer: PercentileNormalizer, seed: int = 0
+    simulation: SMLMSimulation | SMLMVariety, normalizer: PercentileNormalizer, seed: int = 0
 ) -> PercentileNormalizer:
     """``normalizer`` fitted to a simulated stack of ``simulation``: how its training frames are normalised.
+
+    A range of acquisitions (:class:`~microsr.simulate.smlm.SMLMVariety`) has no one
+    stack: the normaliser stays unfitted and :class:`SimulatedFrames` fits it to each
+    drawn acquisition, as reconstruction fits it to each stack.
 
     Examples
     --------
@@ -101,6 +114,8 @@ def simulation_normalizer(
     >>> fitted.fitted, 100 < fitted.lo < fitted.hi
     (True, True)
     """
+    if isinstance(simulation, SMLMVariety):
+        return PercentileNormalizer(normalizer.low, normalizer.high)
     stack, _ = simulate_stack(simulation, _NORMALIZER_FRAMES, seed)
     return normalizer.fit(stack, max_tiles=math.ceil(stack.size / 256**2))
 
@@ -112,9 +127,12 @@ class SimulatedFrames:
     Parameters
     ----------
     simulation
-        What to simulate.
+        What to simulate: one acquisition, or a range of them (each frame then comes
+        from its own draw, normalised by the percentiles of
+        :data:`ACQUISITION_FRAMES` frames of that draw, as a stack is at reconstruction).
     normalizer
-        Fitted normaliser applied to every frame (see :func:`simulation_normalizer`).
+        Normaliser applied to every frame (see :func:`simulation_normalizer`); fitted
+        for one acquisition, unfitted for a range.
     scale
         Fine pixels per camera pixel of the targets.
 
@@ -127,7 +145,7 @@ class SimulatedFrames:
     ((1, 26, 26), (1, 208, 208))
     """
 
-    simulation: SMLMSimulation
+    simulation: SMLMSimulation | SMLMVariety
     normalizer: PercentileNormalizer
     scale: int = 8
 
@@ -137,9 +155,24 @@ class SimulatedFrames:
 
     def sample(self, n: int, seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` independent frames: inputs ``(n, 1, h, w)``, targets ``(n, 1, h·s, w·s)`` and the truth table."""
-        frames, truth = simulate_batch(self.simulation, n, seed)
+        if isinstance(self.simulation, SMLMSimulation):
+            frames, truth = simulate_batch(self.simulation, n, seed)
+            frames = self.normalizer(frames)
+        else:
+            frames, truth = self._varied(n, np.random.default_rng(seed))
         targets = render_targets(truth, self.simulation.size, self.simulation.pixel_size, n, self.scale)
-        return self.normalizer(frames)[:, None], targets[:, None], truth
+        return frames[:, None], targets[:, None], truth
+
+    def _varied(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` frames, each of its own acquisition and normalised by that acquisition's percentiles."""
+        frames, tables = [], []
+        for k in range(n):
+            stack, truth = simulate_batch(self.simulation.draw(rng), ACQUISITION_FRAMES, rng)
+            frames.append(self.normalizer.fit(stack)(stack[0]))
+            truth = truth[truth["frame"] == 1]
+            truth["frame"] = k + 1
+            tables.append(truth)
+        return np.stack(frames), np.concatenate(tables)
 
 
 def best_threshold(
@@ -148,8 +181,9 @@ def best_threshold(
     pixel_size: float,
     thresholds: Sequence[float] = THRESHOLDS,
     tolerance: float = TOLERANCE,
+    criterion: str = "jaccard",
 ) -> tuple[float, Score]:
-    """The peak threshold whose localizations in ``outputs`` match ``truth`` best (Jaccard at ``tolerance``).
+    """The peak threshold whose localizations in ``outputs`` match ``truth`` best (``criterion`` at ``tolerance``).
 
     Parameters
     ----------
@@ -163,6 +197,9 @@ def best_threshold(
         Candidates.
     tolerance
         Matching radius in nm.
+    criterion
+        ``"jaccard"`` (the Jaccard index) or ``"efficiency"`` (Sage et al. 2019:
+        Jaccard and lateral RMSE combined), maximised; ties go to the lowest threshold.
 
     Returns
     -------
@@ -178,8 +215,10 @@ def best_threshold(
     >>> threshold, result.jaccard
     (0.15, 1.0)
     """
+    if criterion not in CRITERIA:
+        raise InputError(f"criterion={criterion!r}: choose one of {', '.join(CRITERIA)}.")
     results = [(score(localize(outputs, pixel_size, t, radius=PEAK_RADIUS), truth, tolerance), t) for t in thresholds]
-    result, threshold = max(results, key=lambda pair: (np.nan_to_num(pair[0].jaccard), -pair[1]))
+    result, threshold = max(results, key=lambda pair: (np.nan_to_num(getattr(pair[0], criterion)), -pair[1]))
     return threshold, result
 
 
@@ -264,6 +303,7 @@ def reconstruct(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     precision: str = "auto",
+    check: bool = True,
 ) -> Reconstruction:
     """Reconstruct an SMLM stack: the super-resolved image and the localizations.
 
@@ -288,6 +328,9 @@ def reconstruct(
         Frames per forward pass.
     device, precision
         Where and in which precision the model runs (see :mod:`microsr.precision`).
+    check
+        First calibrate the stack quickly (:func:`training_mismatch`) and warn, with
+        the numbers, if it is unlike the frames the model was trained on.
 
     Returns
     -------
@@ -308,6 +351,9 @@ def reconstruct(
     if camera is None or not (math.isfinite(camera) and camera > 0):
         raise InputError(f"pixel_size={camera!r}: give the camera pixel size in nm (a positive number).")
     _check_pixel_size(camera, info.get("input_pixel_size"), force)
+    if check:
+        for message in training_mismatch(image, info, camera):
+            warnings.warn(message, stacklevel=2)
     if threshold is None:
         threshold = info.get("smlm", {}).get("threshold", DEFAULT_THRESHOLD)
     scale = restorer.scale
@@ -331,6 +377,73 @@ def reconstruct(
         tables.append(table)
     return Reconstruction(total.astype(np.float32), np.concatenate(tables), fine, frames, float(threshold),
                           time.monotonic() - started)
+
+
+def training_mismatch(stack: Image | np.ndarray, info: dict[str, Any], pixel_size: float) -> list[str]:
+    """Why ``stack`` looks unlike the frames a model was trained on (empty if it does not, or if unknown).
+
+    A quick calibration (:func:`microsr.simulate.calibrate.calibrate` on up to 100
+    frames) measures the stack's density, photons per emitter, background and PSF
+    width (photons and background only when the camera gain was measurable); each is
+    compared with the model's training settings (``info["run"]``): a
+    range of acquisitions as it is, a single setting within a factor 1.5 (PSF width
+    1.22). A setting counts as outside only if its estimate ± 2 standard errors is.
+
+    Examples
+    --------
+    >>> stack, _ = simulate_stack(SMLMSimulation(size=32, density=20.0, background=(10, 60)), 60, seed=0)
+    >>> info = {"run": {"data": {"simulation": {"preset": "broad"}}}}
+    >>> print(training_mismatch(stack, info, 100.0)[0])  # doctest: +ELLIPSIS
+    the stack looks unlike the frames the model was trained on: density ... per µm² (trained on 0.5-8)...
+    """
+    simulation = ((info.get("run") or {}).get("data") or {}).get("simulation")
+    if simulation is None:
+        return []
+    settings = {k: v for k, v in simulation.items() if k not in ("preset", "val_frames", "threshold_criterion",
+                                                                  "threshold_radius")}
+    trained = preset(simulation.get("preset", "broad")).replace(**settings)
+    data = stack.data if isinstance(stack, Image) else np.asarray(stack)
+    try:
+        measured = calibrate(data, pixel_size, max_frames=_CHECK_FRAMES)
+    except InputError as exc:
+        return [f"could not check the stack against the model's training frames: {exc}"]
+    ranges = _training_ranges(trained)
+    if not measured.camera_measured:
+        # Photons and background scale with the camera gain, which a uniform background leaves unmeasured.
+        ranges = {key: ranges[key] for key in ("density", "fwhm")}
+    values = {"density": measured.density, "photons": measured.photons, "background": measured.background,
+              "fwhm": measured.fwhm}
+    names = {"density": "density", "photons": "photons per emitter", "background": "background photons per pixel",
+             "fwhm": "PSF FWHM (nm)"}
+    outside = []
+    for key, (low, high) in ranges.items():
+        estimate = values[key]
+        if not math.isfinite(estimate.value):
+            continue
+        if estimate.value + 2 * estimate.error < low or estimate.value - 2 * estimate.error > high:
+            unit = " per µm²" if key == "density" else ""
+            outside.append(f"{names[key]} {estimate.value:.3g} ± {estimate.error:.2g}{unit} (trained on "
+                           f"{low:.3g}-{high:.3g})")
+    if not outside:
+        return []
+    return [
+        f"the stack looks unlike the frames the model was trained on: {'; '.join(outside)}. Expect false or missed "
+        "localizations; train a model for this microscope: microsr smlm calibrate STACK -o simulation.yaml && "
+        "microsr smlm train --simulation simulation.yaml -o MODEL"
+    ]
+
+
+def _training_ranges(trained: SMLMSimulation | SMLMVariety) -> dict[str, tuple[float, float]]:
+    """(low, high) of density, photons, background and PSF FWHM the model saw, with a margin for one setting."""
+    if isinstance(trained, SMLMVariety):
+        spread = trained.photon_spread[1]
+        return {"density": trained.density, "background": trained.background, "fwhm": trained.fwhm,
+                "photons": (trained.photons[0] * (1 - spread), trained.photons[1] * (1 + spread))}
+    m, f = _FIXED_MARGIN, math.sqrt(_FIXED_MARGIN)
+    return {"density": (trained.density / m, trained.density * m),
+            "photons": (trained.photons[0] / m, trained.photons[1] * m),
+            "background": (trained.background[0] / m, trained.background[1] * m),
+            "fwhm": (trained.fwhm[0] / f, trained.fwhm[1] * f)}
 
 
 def reconstruct_file(

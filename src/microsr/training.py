@@ -11,11 +11,12 @@ that fails before its first checkpoint removes the folder it created.
 
 With ``data.simulation`` (SMLM), training frames are simulated on the fly and
 validated on a fixed simulated set: each epoch also localizes emitters in its
-outputs, picks the peak threshold with the best Jaccard index at 100 nm
-(:func:`microsr.reconstruct.best_threshold`), records it with the Jaccard index at
+outputs, picks the peak threshold that maximises the configured criterion (Jaccard
+index at 100 nm by default, fixed in ``data.simulation`` before training;
+:func:`microsr.reconstruct.best_threshold`), records it with the Jaccard index at
 100 and 250 nm and the lateral RMSE, stores the threshold in the checkpoint for
 :func:`microsr.reconstruct.reconstruct`, and keeps the checkpoint with the best
-Jaccard index at 100 nm as ``best.safetensors``.
+value of that criterion as ``best.safetensors``.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def _train(
                 "val_loss": val_loss, "val_psnr": val_psnr, "val_ssim": val_ssim,
                 "bicubic_psnr": bicubic_psnr, "seconds": round(run["seconds"], 1), **scores,
             }
-            best_key, metric = ("best_psnr", "val_psnr") if smlm is None else ("best_jaccard", "val_jaccard_100")
+            best_key, metric = ("best_psnr", "val_psnr") if smlm is None else ("best_jaccard", "val_criterion")
             epoch_info = info if smlm is None else {**info, "smlm": scores}
             run["history"].append(record)
             save_checkpoint(output / "last.safetensors", net, epoch_info)
@@ -307,6 +308,8 @@ class _SimulatedData:
     val: TensorDataset
     truth: np.ndarray
     pixel_size: float  # of the targets, nm
+    criterion: str  # what the peak threshold maximises, at `radius` nm
+    radius: float
 
 
 def _simulated_data(cfg: RunConfig) -> _SimulatedData:
@@ -317,7 +320,8 @@ def _simulated_data(cfg: RunConfig) -> _SimulatedData:
     train_set = CallablePairs(frames, cfg.data.samples_per_epoch, "train", cfg.train.seed)
     inputs, targets, truth = frames.sample(cfg.data.simulation.val_frames, cfg.train.seed)
     val_set = TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets))
-    return _SimulatedData(train_set, val_set, truth, simulation.pixel_size / cfg.scale)
+    return _SimulatedData(train_set, val_set, truth, simulation.pixel_size / cfg.scale,
+                          cfg.data.simulation.threshold_criterion, cfg.data.simulation.threshold_radius)
 
 
 @torch.inference_mode()
@@ -331,10 +335,13 @@ def _smlm_validation(
         with autocast(device, dtype):
             outputs.append(net(to_channels_last(inputs.to(device)))[:, 0].float().cpu())
     outputs = torch.cat(outputs).numpy()
-    threshold, result = best_threshold(outputs, smlm.truth, smlm.pixel_size)
-    wide = score(localize(outputs, smlm.pixel_size, threshold, radius=PEAK_RADIUS), smlm.truth, 250.0)
-    return {"threshold": threshold, "val_jaccard_100": result.jaccard, "val_jaccard_250": wide.jaccard,
-            "val_rmse": wide.rmse_lateral}
+    threshold, result = best_threshold(outputs, smlm.truth, smlm.pixel_size, tolerance=smlm.radius,
+                                       criterion=smlm.criterion)
+    table = localize(outputs, smlm.pixel_size, threshold, radius=PEAK_RADIUS)
+    near, wide = (score(table, smlm.truth, radius) for radius in (100.0, 250.0))
+    return {"threshold": threshold, "val_jaccard_100": near.jaccard, "val_jaccard_250": wide.jaccard,
+            "val_rmse": wide.rmse_lateral, "val_precision_250": wide.precision, "val_recall_250": wide.recall,
+            "val_criterion": getattr(result, smlm.criterion)}
 
 
 def _checkpoint_info(
