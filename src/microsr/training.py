@@ -137,7 +137,6 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.train.device)
-    dtype = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     degraded = cfg.data.hr is not None and cfg.data.lr is None
@@ -153,6 +152,7 @@ def train(
         init_file = checkpoint_path(cfg.model.init)
         load_state_into(net, load_checkpoint(init_file)[0], init_file)
     net = net.to(device, memory_format=torch.channels_last)
+    dtype = resolve_precision(cfg.train.precision, device, net, channels=cfg.data.frames)
     optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size)
