@@ -352,13 +352,14 @@ def bench(
         table.add_row(f"prediction ({name})", f"{mps:.2f} MP/s")
     table.add_row(f"  fraction of conv peak ({result.precision})", f"{result.predict_fraction_of_peak:.0%}")
     table.add_row("auto chose", f"{result.auto_precision}: {result.auto_vs_fastest:.0%} of the fastest")
-    table.add_row("  why", f"{result.auto_reason} ({'cached' if result.auto_cached else 'measured now'})")
     table.add_row("network alone, one tile with its context", f"{result.network_mps:.2f} MP/s")
     table.add_row("  fraction of conv peak (all FLOPs it computes)", f"{result.network_fraction_of_peak:.0%}")
     table.add_row("  tiling work (FLOPs per FLOP of the tile's core)", f"{result.tiling_work:.2f}×")
     table.add_row(f"training ({result.precision})", f"{result.train_mps:.3f} MP/s")
     table.add_row("  fraction of conv peak", f"{result.train_fraction_of_peak:.0%}")
     out.print(table)
+    # Below the table, where a narrow terminal wraps it instead of cutting it off.
+    out.print(f"auto: {result.auto_reason} ({'cached' if result.auto_cached else 'measured now'})")
     if json_path is not None:
         with atomic_output(json_path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
@@ -395,10 +396,11 @@ def system(
     table.add_row("microsr / torch / python", f"{__version__} / {torch.__version__} / {platform.python_version()}")
     table.add_row("device", f"{target} ({hardware_name(target)}), {torch.get_num_threads()} threads")
     table.add_row(f"precision auto for {model} x{scale}", choice.precision)
-    table.add_row("  why", choice.reason)
     table.add_row("  measured", "earlier (cached)" if choice.cached else "now")
-    table.add_row("cache", str(cache_dir()))
     out.print(table)
+    # Below the table, where a narrow terminal wraps them instead of cutting them off.
+    out.print(f"why: {choice.reason}")
+    out.print(f"cache: {cache_dir()}")
 
 
 @app.command("fit-degradation")
