@@ -45,6 +45,24 @@ def test_bench_reports_consistent_throughput_and_fraction_of_peak(capsys, tmp_pa
     assert 0 < result["network_fraction_of_peak"] < 1.5
     assert 1 < result["tiling_work"] < ((64 + 2 * 26) / 64) ** 2  # overlap: the receptive field, 26
     assert "MP/s" in captured.out and "TFLOP/s" in captured.out
+    # Prediction in both precisions auto chooses between, next to auto's choice and how it compares.
+    by_precision = result["predict_mps_by_precision"]
+    assert set(by_precision) == {"fp32", "bf16"} and by_precision["fp32"] == result["predict_mps"]
+    assert result["auto_precision"] in by_precision and result["auto_reason"]
+    assert result["auto_vs_fastest"] == pytest.approx(by_precision[result["auto_precision"]] / max(by_precision.values()))
+    assert "auto chose" in captured.out and "prediction (bf16)" in captured.out and "per probe" in captured.out
+
+
+def test_system_shows_the_precision_auto_chose_and_why(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSR_CACHE", str(tmp_path))
+    for expected in ("now", "earlier (cached)"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["system", "--model", "resunet_small"])
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 0, captured.err
+        assert "precision auto for resunet_small x4" in captured.out and "per probe" in captured.out
+        assert expected in captured.out and str(tmp_path) in captured.out.replace("\n", "")
+    assert (tmp_path / "precision.json").is_file()
 
 
 def test_bench_refuses_an_unknown_precision(capsys):

@@ -1,6 +1,7 @@
 """Tiled prediction: seams, shapes, leading axes, normalisation, streaming, resume, memory, pixel size."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import zarr
 import torch.nn.functional as F
 from torch import nn
 
@@ -59,6 +61,8 @@ class Interrupting(nn.Module):
 
 def predictor(model: nn.Module, **options) -> Predictor:
     options.setdefault("scale", 2)
+    # These tests are about tiling and streaming: "auto" would first time the model (a copy of it).
+    options.setdefault("precision", "fp32")
     return Predictor(model, progress=False, **options)
 
 
@@ -230,6 +234,44 @@ def test_streaming_matches_in_memory(tmp_path, stack_file, suffix, blend):
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["stack.tif", written.name])
 
 
+def test_streamed_pyramid_equals_the_one_written_from_memory(tmp_path, rng):
+    """Two planes of 141 x 130 LR at x4: 564 x 520 output rows in 3 levels, flushed at row 512 and at the
+    end of each plane, from bands of 192 rows that do not fall on the chunk rows."""
+    image = Image(rng.integers(0, 4000, (2, 141, 130)).astype(np.uint16), "ZYX", pixel_size=100.0)
+    p = predictor(conv_model(scale=4), scale=4, tile=48, overlap=6, blend=0)
+    streamed = zarr.open_group(p.predict_to_file(image, tmp_path / "streamed.ome.zarr"), mode="r")
+    in_memory = Image(p.predict(image), "ZYX", pixel_size=25.0)
+    written = zarr.open_group(write_image(tmp_path / "written.ome.zarr", in_memory), mode="r")
+    assert dict(streamed.attrs)["ome"]["multiscales"][0]["datasets"] == \
+        dict(written.attrs)["ome"]["multiscales"][0]["datasets"]
+    assert [streamed[str(k)].shape for k in range(3)] == [(2, 564, 520), (2, 282, 260), (2, 141, 130)]
+    for k in range(3):
+        assert streamed[str(k)].chunks == written[str(k)].chunks
+        np.testing.assert_array_equal(streamed[str(k)][:], written[str(k)][:])
+
+
+def test_streamed_tiff_has_the_metadata_of_a_written_one(tmp_path, stack_file):
+    p = predictor(conv_model(), tile=32, overlap=6)
+    image = read_image(stack_file)
+    for suffix in (".tif", ".ome.tif"):
+        streamed = p.predict_to_file(image, tmp_path / f"streamed{suffix}")
+        written = write_image(tmp_path / f"written{suffix}", Image(p.predict(image), "ZYX", 50.0, z_spacing=300.0))
+        with tifffile.TiffFile(streamed) as a, tifffile.TiffFile(written) as b:
+            assert (a.is_imagej, a.is_ome) == (b.is_imagej, b.is_ome) == (suffix == ".tif", suffix == ".ome.tif")
+            assert a.series[0].axes == b.series[0].axes and a.series[0].shape == b.series[0].shape
+            assert a.imagej_metadata == b.imagej_metadata
+            uuid = re.compile("urn:uuid:[0-9a-f-]+")  # each OME-TIFF has its own
+            assert uuid.sub("", a.ome_metadata or "") == uuid.sub("", b.ome_metadata or "")
+            np.testing.assert_array_equal(a.asarray(), b.asarray())
+
+
+def test_a_format_that_cannot_stream_is_refused_before_any_work(tmp_path, stack_file):
+    model = Interrupting(conv_model())
+    with pytest.raises(InputError, match="stream to .tif"):
+        predictor(model, overlap=6).predict_to_file(read_image(stack_file), tmp_path / "out.png")
+    assert model.calls == 0 and sorted(path.name for path in tmp_path.iterdir()) == ["stack.tif"]
+
+
 def test_existing_output_needs_overwrite(tmp_path, stack_file):
     output = tmp_path / "out.ome.zarr"
     output.mkdir()
@@ -248,20 +290,24 @@ def test_output_inside_the_input_is_refused(tmp_path, stack_file):
             predictor(conv_model(), overlap=6).predict_to_file(read_image(source), output, overwrite=True)
 
 
-@pytest.mark.parametrize(("blend", "rerun_bands"), [(None, 1), (0, 0)])
-def test_resume_after_interrupt(tmp_path, rng, blend, rerun_bands):
+@pytest.mark.parametrize(("suffix", "blend", "rerun_bands"),
+                         [(".tif", None, 1), (".tif", 0, 0), (".ome.zarr", None, 1), (".ome.zarr", 0, 0)])
+def test_resume_after_interrupt(tmp_path, rng, suffix, blend, rerun_bands):
     # 2 planes of 300 x 40 LR: 10 bands of 2 tiles = 10 forward calls per plane (batches of
-    # up to 4 tiles); the output planes have 600 rows, recorded as done row by row.
+    # up to 4 tiles); the output planes have 600 rows. A TIFF records them as done row by row,
+    # an OME-Zarr by rows of 512 x 512 chunks (and at the end of a plane).
     data = rng.integers(0, 4000, (2, 300, 40)).astype(np.uint16)
     image = Image(data, "ZYX", pixel_size=100.0)
     options = dict(tile=32, overlap=6, blend=blend, batch_size=4, normalizer=PercentileNormalizer().fit(image))
-    reference = predictor(conv_model(), **options).predict_to_file(image, tmp_path / "reference.ome.zarr")
-    # Interrupted in the last band of plane 0, the rows bands 0-8 finished are done: band 9 runs
-    # again (and band 8 too when cross-faded: the last band blends its lower rows), then plane 1.
-    # Interrupted in band 4 of plane 1, plane 0 and the rows of bands 0-3 are done: bands 4-9 run
-    # again (and band 3 when cross-faded).
-    for stop_at, calls_to_finish in ((10, 1 + rerun_bands + 10), (15, 6 + rerun_bands)):
-        output = tmp_path / f"out{stop_at}.ome.zarr"
+    reference = predictor(conv_model(), **options).predict(image)
+    # Interrupted in the last band of plane 0 (call 10), the rows bands 0-8 finished are done: band 9
+    # runs again (and band 8 too when cross-faded: the last band blends its lower rows), then plane 1.
+    # In OME-Zarr only the first 512 rows (bands 0-7) are done, so band 8 runs again too (band 7 when
+    # cross-faded). Interrupted in band 4 of plane 1 (call 15), plane 0 and the rows of bands 0-3 are
+    # done: bands 4-9 run again (and band 3 when cross-faded); in OME-Zarr all of plane 1 runs again.
+    zarr = suffix == ".ome.zarr"
+    for stop_at, calls_to_finish in ((10, 1 + zarr + rerun_bands + 10), (15, 10 if zarr else 6 + rerun_bands)):
+        output = tmp_path / f"out{stop_at}{suffix}"
         with pytest.raises(KeyboardInterrupt):
             predictor(Interrupting(conv_model(), stop_at), **options).predict_to_file(image, output)
         assert not output.exists()
@@ -270,7 +316,7 @@ def test_resume_after_interrupt(tmp_path, rng, blend, rerun_bands):
         predictor(model, **options).predict_to_file(image, output, resume=True)
         assert model.calls == calls_to_finish
         assert not (tmp_path / f"{output.name}.partial").exists()
-        np.testing.assert_array_equal(read_image(output).data.compute(), read_image(reference).data.compute())
+        np.testing.assert_array_equal(read_image(output).data.compute(), reference)
 
 
 def test_resume_refuses_a_different_job(tmp_path, stack_file):

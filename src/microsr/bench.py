@@ -5,7 +5,10 @@ Three measurements, each timed after a warm-up run:
 - the peak throughput of the hardware's workhorse, a 3x3 convolution with 64 input
   and output channels in ``channels_last`` layout, in float32 and bfloat16;
 - prediction: output megapixels per second of a model through the tiled
-  :class:`~microsr.predict.Predictor`, and the fraction of the convolution peak this
+  :class:`~microsr.predict.Predictor` in float32 and in bfloat16 (float16 on a GPU
+  without it), timed in alternating runs, next to what ``--precision auto`` chose on
+  this machine (:func:`microsr.precision.measure_precision`) and how its speed compares
+  with the fastest; the fraction of the convolution peak this
   represents (megapixels/s x the model's FLOPs per output pixel); and the network alone
   on one tile with its context, called as the Predictor calls it. Its FLOPs over those
   of the tile's core alone (``tiling_work``) are the cost of the tiles' overlap; its
@@ -16,6 +19,7 @@ Three measurements, each timed after a warm-up run:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +30,7 @@ import torch
 from microsr.allocator import reuse_freed_memory
 from microsr.losses import get_loss
 from microsr.models import call_cropped, create_model, model_cost, to_channels_last
-from microsr.precision import autocast, resolve_precision
+from microsr.precision import PRECISIONS, autocast, candidates, measure_precision, resolve_precision, time_alternating
 from microsr.predict import DEFAULT_TILE, Predictor
 from microsr.training import adamw
 
@@ -86,7 +90,11 @@ def conv_peak(
 
 @dataclass(frozen=True)
 class BenchResult:
-    """What :func:`run_bench` measured; FLOP/s in TFLOP/s, throughput in output megapixels/s."""
+    """What :func:`run_bench` measured; FLOP/s in TFLOP/s, throughput in output megapixels/s.
+
+    ``predict_mps`` is in ``precision``; ``predict_mps_by_precision`` has every candidate of
+    ``auto``, and ``auto_vs_fastest`` is the auto choice's MP/s over the fastest of them.
+    """
 
     model: str
     scale: int
@@ -98,6 +106,11 @@ class BenchResult:
     flops_per_output_pixel: float
     predict_mps: float
     predict_fraction_of_peak: float
+    predict_mps_by_precision: dict[str, float]
+    auto_precision: str
+    auto_reason: str
+    auto_cached: bool
+    auto_vs_fastest: float
     network_mps: float
     network_fraction_of_peak: float
     tiling_work: float
@@ -145,6 +158,8 @@ def run_bench(
     Returns
     -------
     BenchResult
+        Network and training are measured in ``precision`` (what ``auto`` chose, for ``"auto"``);
+        prediction in every precision ``auto`` chooses between as well.
 
     Examples
     --------
@@ -153,8 +168,9 @@ def run_bench(
     True
     """
     device = torch.device(device)
-    dtype = resolve_precision(precision, device)
-    net = create_model(model, scale=scale).to(device)
+    net = create_model(model, scale=scale).to(device, memory_format=torch.channels_last)
+    auto = measure_precision(net, device)
+    dtype = resolve_precision(precision, device, net)
     flops = model_cost(net, tile=tile).flops_per_output_pixel
     peaks = {name: conv_peak(d, device=device, repeats=repeats) for name, d in
              (("fp32", torch.float32), ("bf16", torch.bfloat16))}
@@ -162,11 +178,16 @@ def run_bench(
 
     image = np.random.default_rng(0).random((size, size)).astype(np.float32)
     # The default overlap, as with a trained model: the measured receptive field.
-    predictor = Predictor(net, scale=scale, tile=tile, device=device, precision=precision, progress=False)
-    predict_seconds = _seconds_per_call(lambda: predictor.predict(image), repeats=repeats)
-    predict_mps = (size * scale) ** 2 / predict_seconds / 1e6
-    core, crop = min(tile, size), predictor.crop
-    side = core + 2 * predictor.overlap
+    names = list(dict.fromkeys([*candidates(device), *(n for n, d in PRECISIONS.items() if d == dtype)]))
+    predictors = {name: Predictor(net, scale=scale, tile=tile, device=device, precision=name, progress=False)
+                  for name in names}
+    seconds = time_alternating({name: (lambda p=p: p.predict(image)) for name, p in predictors.items()},
+                               rounds=(repeats, repeats))
+    by_precision = {name: (size * scale) ** 2 / s / 1e6 for name, s in seconds.items()}
+    predict_mps = by_precision[next(n for n in names if PRECISIONS[n] == dtype)]
+    any_predictor = predictors[names[0]]  # all have the same overlap and crop
+    core, crop = min(tile, size), any_predictor.crop
+    side = core + 2 * any_predictor.overlap
     one_tile = to_channels_last(torch.rand(1, 1, side, side, device=device))
 
     def forward() -> None:
@@ -202,6 +223,9 @@ def run_bench(
         conv_peak_fp32=peaks["fp32"] / 1e12, conv_peak_bf16=peaks["bf16"] / 1e12,
         flops_per_output_pixel=flops,
         predict_mps=predict_mps, predict_fraction_of_peak=predict_mps * 1e6 * flops / peak,
+        predict_mps_by_precision=by_precision, auto_precision=auto.precision, auto_reason=auto.reason,
+        auto_cached=auto.cached,
+        auto_vs_fastest=by_precision.get(auto.precision, math.nan) / max(by_precision.values()),
         network_mps=(core * scale) ** 2 / network_seconds / 1e6,
         network_fraction_of_peak=tile_flops / network_seconds / peak,
         tiling_work=tile_flops / (flops * (core * scale) ** 2),

@@ -48,7 +48,8 @@ PixelSizeOption = Annotated[
 ]
 PrecisionOption = Annotated[
     str | None,
-    typer.Option(help="auto (bfloat16 where the CPU/GPU computes it natively, else fp32), fp32, bf16 or fp16."),
+    typer.Option(help="auto (the fastest of fp32 and bf16, measured once on this machine: `microsr system`), "
+                      "fp32, bf16 or fp16."),
 ]
 ThreadsOption = Annotated[
     int | None, typer.Option(min=1, help="CPU threads for PyTorch (default: one per physical core).")
@@ -363,18 +364,59 @@ def bench(
     table.add_row("3x3 conv peak, fp32", f"{result.conv_peak_fp32:.3f} TFLOP/s")
     table.add_row("3x3 conv peak, bf16", f"{result.conv_peak_bf16:.3f} TFLOP/s")
     table.add_row("model FLOPs per output pixel", f"{result.flops_per_output_pixel / 1e3:.1f} k")
-    table.add_row(f"prediction ({result.precision})", f"{result.predict_mps:.2f} MP/s")
-    table.add_row("  fraction of conv peak", f"{result.predict_fraction_of_peak:.0%}")
+    for name, mps in result.predict_mps_by_precision.items():
+        table.add_row(f"prediction ({name})", f"{mps:.2f} MP/s")
+    table.add_row(f"  fraction of conv peak ({result.precision})", f"{result.predict_fraction_of_peak:.0%}")
+    table.add_row("auto chose", f"{result.auto_precision}: {result.auto_vs_fastest:.0%} of the fastest")
     table.add_row("network alone, one tile with its context", f"{result.network_mps:.2f} MP/s")
     table.add_row("  fraction of conv peak (all FLOPs it computes)", f"{result.network_fraction_of_peak:.0%}")
     table.add_row("  tiling work (FLOPs per FLOP of the tile's core)", f"{result.tiling_work:.2f}×")
     table.add_row(f"training ({result.precision})", f"{result.train_mps:.3f} MP/s")
     table.add_row("  fraction of conv peak", f"{result.train_fraction_of_peak:.0%}")
     out.print(table)
+    # Below the table, where a narrow terminal wraps it instead of cutting it off.
+    out.print(f"auto: {result.auto_reason} ({'cached' if result.auto_cached else 'measured now'})")
     if json_path is not None:
         with atomic_output(json_path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         out.print(f"wrote {json_path}")
+
+
+@app.command()
+def system(
+    model: Annotated[str, typer.Option(help="Registered model name whose layers auto times.")] = "resunet",
+    scale: Annotated[int, typer.Option(help="Upsampling factor.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    threads: ThreadsOption = None,
+    remeasure: Annotated[bool, typer.Option(help="Time the precisions again and replace the cached choice.")] = False,
+) -> None:
+    """Show this machine as microsr sees it, and which precision `--precision auto` uses here and why.
+
+    The choice is measured once per device, CPU, thread count, torch version and model (about
+    a second) and cached in $MICROSR_CACHE (default ~/.cache/microsr).
+    """
+    import platform
+
+    import torch
+
+    from microsr.models import create_model
+    from microsr.precision import cache_dir, hardware_name, measure_precision
+    from microsr.training import pick_device
+
+    _set_threads(threads)
+    target = pick_device(device)
+    net = create_model(model, scale=scale).to(target, memory_format=torch.channels_last)
+    with err.status("Timing fp32 and bf16 on the model's layers…"):
+        choice = measure_precision(net, target, remeasure=remeasure)
+    table = Table(title="microsr system", show_header=False)
+    table.add_row("microsr / torch / python", f"{__version__} / {torch.__version__} / {platform.python_version()}")
+    table.add_row("device", f"{target} ({hardware_name(target)}), {torch.get_num_threads()} threads")
+    table.add_row(f"precision auto for {model} x{scale}", choice.precision)
+    table.add_row("  measured", "earlier (cached)" if choice.cached else "now")
+    out.print(table)
+    # Below the table, where a narrow terminal wraps them instead of cutting them off.
+    out.print(f"why: {choice.reason}")
+    out.print(f"cache: {cache_dir()}")
 
 
 @app.command("fit-degradation")

@@ -50,9 +50,12 @@ __all__ = [
     "check_image_output",
     "check_memory",
     "check_output",
+    "check_streamable",
+    "RowWriter",
     "find_images",
     "in_memory",
     "output_lock",
+    "open_row_writer",
     "read_image",
     "select_planes",
     "write_image",
@@ -1020,10 +1023,8 @@ def _as_image(
 def _writer_for(path: Path, image: Image, levels: int | None) -> Callable[[Path, Image], None]:
     _check_write_suffix(path)
     name = path.name.lower()
-    if name.endswith((".ome.tif", ".ome.tiff")):
-        return _write_ome_tiff
-    if name.endswith(_TIFF_SUFFIXES):
-        return _write_imagej_tiff if image.dtype in _IMAGEJ_DTYPES else _write_ome_tiff
+    if name.endswith(_TIFF_SUFFIXES):  # the temporary file's name drops the .ome: decide from the final one
+        return functools.partial(_write_tiff, ome=_is_ome_tiff(path))
     if name.endswith(".zarr"):
         if levels is not None and not 1 <= levels <= int(math.log2(min(image.shape[-2:]))) + 1:
             raise InputError(
@@ -1042,12 +1043,162 @@ def _check_write_suffix(path: Path) -> None:
         )
 
 
+class RowWriter:
+    """Writes float32 rows of an image's planes straight into the file that will be the output.
+
+    For streaming predictions (:class:`microsr.partial_output.PartialOutput`): blocks
+    arrive band by band, left to right, rows in order within each plane. Open one with
+    :func:`open_row_writer`. A TIFF's rows go to their place in the file at once; an
+    OME-Zarr's are gathered until whole rows of chunks are done, then written with the
+    pyramid's coarser levels computed from them as they pass (never read back).
+    """
+
+    def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
+        """Store ``block`` (``(rows, columns)``) at ``row``, ``col`` of plane number ``plane`` (C order of the lead axes)."""
+        raise NotImplementedError
+
+    def finish_rows(self, plane: int, end: int) -> int:
+        """Rows before ``end`` of ``plane`` are all written: store what can be; return the first row not yet in the file."""
+        raise NotImplementedError
+
+
+def open_row_writer(path: PathLike, image: Image, *, create: bool) -> RowWriter:
+    """A :class:`RowWriter` into ``path`` (TIFF or OME-Zarr, by suffix, as :func:`write_image` writes them).
+
+    Parameters
+    ----------
+    path
+        ``.tif``/``.tiff``/``.ome.tif``/``.ome.tiff`` or ``.zarr``/``.ome.zarr``; written in place, not atomically.
+    image
+        Shape, axes, pixel size and Z spacing of the output; its float32 data is not read.
+    create
+        Make a new file, all zeros; otherwise reopen the one made earlier (to resume).
+
+    Raises
+    ------
+    InputError
+        For another suffix or dtype.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "out.ome.zarr"
+    >>> writer = open_row_writer(path, Image(da.zeros((600, 40), dtype=np.float32), "YX", 50.0), create=True)
+    >>> writer.write(0, 0, 0, np.ones((600, 40), np.float32))
+    >>> writer.finish_rows(0, 600)
+    600
+    >>> read_image(path).data.mean().compute(), read_image(path).pixel_size
+    (np.float32(1.0), 50.0)
+    """
+    path = Path(path)
+    check_streamable(path)
+    if image.dtype != np.float32:
+        raise InputError(f"{path}: rows are streamed as float32, not {image.dtype}.")
+    return (_ZarrRows if path.name.lower().endswith(".zarr") else _TiffRows)(path, image, create)
+
+
+def check_streamable(path: PathLike) -> None:
+    """Raise :class:`InputError` unless :func:`open_row_writer` can write ``path`` (a TIFF or Zarr suffix).
+
+    Examples
+    --------
+    >>> check_streamable("out.png")
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: out.png: predictions stream to .tif, .tiff, .ome.tif, .ome.tiff, .zarr or .ome.zarr files.
+    """
+    if not Path(path).name.lower().endswith((*_TIFF_SUFFIXES, ".zarr")):
+        raise InputError(f"{path}: predictions stream to .tif, .tiff, .ome.tif, .ome.tiff, .zarr or .ome.zarr files.")
+
+
+class _TiffRows(RowWriter):
+    """An uncompressed TIFF made empty (sparse) by tifffile, its pixels then written where they belong."""
+
+    def __init__(self, path: Path, image: Image, create: bool) -> None:
+        order, options = _tiff_layout(image, ome=_is_ome_tiff(path))
+        shape = tuple(image.shape[i] for i in order)
+        # Only axes of length 1 may move (the C of an ImageJ hyperstack): the planes keep their order.
+        if [image.axes[i] for i in order if image.shape[i] > 1] != [a for a, n in zip(image.axes, image.shape) if n > 1]:
+            raise InputError(f"{path}: cannot stream {image.axes} {image.shape} to ImageJ's TZCYX order; use .ome.tif.")
+        if create:
+            tifffile.imwrite(path, shape=shape, dtype=image.dtype, rowsperstrip=_strip_rows(shape, 4), **options)
+        with tifffile.TiffFile(path) as tif:
+            self.offset = tif.series[0].dataoffset  # None unless the pixels are contiguous, as tifffile writes them
+            self.dtype = np.dtype(np.float32).newbyteorder(tif.byteorder)
+        if self.offset is None:
+            raise InputError(f"{path}: its pixels are not stored contiguously, so they cannot be streamed.")
+        self.path, self.height, self.width = path, *image.shape[-2:]
+
+    def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
+        with open(self.path, "r+b") as file:
+            for i, line in enumerate(block):
+                file.seek(self.offset + ((plane * self.height + row + i) * self.width + col) * self.dtype.itemsize)
+                file.write(np.ascontiguousarray(line, self.dtype).data)
+
+    def finish_rows(self, plane: int, end: int) -> int:
+        return end
+
+
+class _ZarrRows(RowWriter):
+    """An OME-Zarr pyramid written a band of whole chunk rows at a time, each level halving the one before.
+
+    Rows are gathered in a buffer reused from band to band until they fill rows of
+    chunks (or end the plane); a flush starts at a multiple of ``step``, which every
+    level's chunk height and halving divide, so each level gets whole rows of its own.
+    """
+
+    def __init__(self, path: Path, image: Image, create: bool) -> None:
+        if create:
+            self.arrays = _create_zarr(path, image, name=_base_name(path), levels=None)
+        else:
+            group = zarr.open_group(path, mode="r+")
+            self.arrays = [group[dataset["path"]] for dataset in group.attrs["ome"]["multiscales"][0]["datasets"]]
+        self.lead_shape, (self.height, width) = image.shape[:-2], image.shape[-2:]
+        self.step = math.lcm(self.arrays[0].chunks[-2], 2 ** (len(self.arrays) - 1))
+        self.buffer = np.empty((0, width), np.float32)
+        self.plane, self.first, self.filled = -1, 0, 0  # buffer row 0 is row `first`; rows up to `filled` written
+
+    def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
+        if plane != self.plane:  # a plane's first block is its first row to write (0, or where a run resumes)
+            self.plane, self.first, self.filled = plane, row, row
+        end = row + len(block) - self.first
+        if end > len(self.buffer):  # grows to a band plus a chunk row once, then is reused
+            grown = np.empty((end, self.buffer.shape[1]), np.float32)
+            grown[: self.filled - self.first] = self.buffer[: self.filled - self.first]
+            self.buffer = grown
+        self.buffer[row - self.first : end, col : col + block.shape[1]] = block
+        self.filled = max(self.filled, row + len(block))
+
+    def finish_rows(self, plane: int, end: int) -> int:
+        stop = end if end == self.height else end // self.step * self.step
+        if plane != self.plane or stop <= self.first:
+            return self.first if plane == self.plane else 0
+        lead = np.unravel_index(plane, self.lead_shape) if self.lead_shape else ()
+        piece = self.buffer[: stop - self.first]
+        for k, array in enumerate(self.arrays):
+            if k:
+                piece = _mean_2x2(piece)
+            top = self.first >> k
+            array[(*lead, slice(top, top + len(piece)), slice(None))] = piece
+        left = self.filled - stop
+        self.buffer[:left] = self.buffer[stop - self.first : self.filled - self.first].copy()
+        self.first = stop
+        return stop
+
+
 def _base_name(path: Path) -> str:
     return path.name.split(".")[0] or path.name
 
 
-def _segments(data: da.Array) -> tuple[Iterator[np.ndarray] | Iterator[bytes], int | None]:
-    """The data as ``tifffile.imwrite`` takes it from an iterator, and the rows per strip.
+def _strip_rows(shape: tuple[int, ...], itemsize: int) -> int | None:
+    """Rows per TIFF strip: ``None`` (tifffile's default) for planes up to 64 MiB, else strips of about 64 MiB."""
+    if math.prod(shape[-2:]) * itemsize <= _BATCH_BYTES:
+        return None
+    return max(1, _BATCH_BYTES // (shape[-1] * itemsize))
+
+
+def _segments(data: da.Array) -> Iterator[np.ndarray] | Iterator[bytes]:
+    """The data as ``tifffile.imwrite`` takes it from an iterator, with strips of :func:`_strip_rows`.
 
     Planes of up to 64 MiB are yielded whole, computed about 64 MiB at a time (one
     dask call per plane would be slow for long stacks of small ones). Bigger planes
@@ -1055,52 +1206,55 @@ def _segments(data: da.Array) -> tuple[Iterator[np.ndarray] | Iterator[bytes], i
     the plane size.
     """
     planes = data.reshape(-1, *data.shape[-2:])
-    if planes[0].nbytes <= _BATCH_BYTES:
+    rows = _strip_rows(data.shape, data.dtype.itemsize)
+    if rows is None:
         per_batch = _BATCH_BYTES // max(1, planes[0].nbytes)
         batches = (planes[start : start + per_batch].compute() for start in range(0, len(planes), per_batch))
-        return (plane for batch in batches for plane in batch), None
-    rows = max(1, _BATCH_BYTES // (planes.shape[-1] * planes.dtype.itemsize))
+        return (plane for batch in batches for plane in batch)
     native = planes.dtype.newbyteorder("=")  # tifffile expects strip bytes in the file's (native) byte order
-    strips = (
+    return (
         np.ascontiguousarray(plane[y : y + rows].compute(), dtype=native).tobytes()
         for plane in planes
         for y in range(0, planes.shape[1], rows)
     )
-    return strips, rows
 
 
-def _write_imagej_tiff(path: Path, image: Image) -> None:
-    # ImageJ hyperstacks order axes TZCYX; canonical order is TCZYX.
-    order = sorted(range(image.ndim), key=lambda i: "TZCYX".index(image.axes[i]))
-    data = image.data.transpose(order)
-    metadata: dict[str, Any] = {"axes": "".join(image.axes[i] for i in order)}
-    resolution = None
-    # Without a pixel size ImageJ must not get a unit: it would then assume 1 µm pixels.
-    if image.pixel_size is not None:
-        resolution = (1e3 / image.pixel_size,) * 2
-        metadata["unit"] = "um"
-        if image.z_spacing is not None:
-            metadata["spacing"] = image.z_spacing / 1e3
-    segments, rowsperstrip = _segments(data)
-    tifffile.imwrite(
-        path, segments, shape=data.shape, dtype=data.dtype, rowsperstrip=rowsperstrip,
-        imagej=True, resolution=resolution, metadata=metadata, photometric="minisblack",
-    )
+def _is_ome_tiff(path: Path) -> bool:
+    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
 
 
-def _write_ome_tiff(path: Path, image: Image) -> None:
-    metadata: dict[str, Any] = {"axes": image.axes}
+def _tiff_layout(image: Image, *, ome: bool) -> tuple[list[int], dict[str, Any]]:
+    """How ``image`` is stored in a TIFF: the order of its axes in the file, and tifffile's options.
+
+    With ``ome`` (``.ome.tif``/``.ome.tiff``), and for dtypes ImageJ cannot hold: OME-TIFF
+    in the image's axis order. Otherwise an ImageJ hyperstack, whose axes are ordered TZCYX.
+    """
+    if not ome and image.dtype in _IMAGEJ_DTYPES:
+        order = sorted(range(image.ndim), key=lambda i: "TZCYX".index(image.axes[i]))
+        metadata: dict[str, Any] = {"axes": "".join(image.axes[i] for i in order)}
+        resolution = None
+        # Without a pixel size ImageJ must not get a unit: it would then assume 1 µm pixels.
+        if image.pixel_size is not None:
+            resolution = (1e3 / image.pixel_size,) * 2
+            metadata["unit"] = "um"
+            if image.z_spacing is not None:
+                metadata["spacing"] = image.z_spacing / 1e3
+        return order, {"imagej": True, "resolution": resolution, "metadata": metadata, "photometric": "minisblack"}
+    metadata = {"axes": image.axes}
     if image.pixel_size is not None:
         for axis in "XY":
             metadata[f"PhysicalSize{axis}"] = image.pixel_size
             metadata[f"PhysicalSize{axis}Unit"] = "nm"
     if image.z_spacing is not None and "Z" in image.axes:
         metadata.update(PhysicalSizeZ=image.z_spacing, PhysicalSizeZUnit="nm")
-    segments, rowsperstrip = _segments(image.data)
-    tifffile.imwrite(
-        path, segments, shape=image.shape, dtype=image.dtype, rowsperstrip=rowsperstrip,
-        ome=True, metadata=metadata, photometric="minisblack",
-    )
+    return list(range(image.ndim)), {"ome": True, "metadata": metadata, "photometric": "minisblack"}
+
+
+def _write_tiff(path: Path, image: Image, *, ome: bool) -> None:
+    order, options = _tiff_layout(image, ome=ome)
+    data = image.data.transpose(order)
+    rowsperstrip = _strip_rows(data.shape, data.dtype.itemsize)
+    tifffile.imwrite(path, _segments(data), shape=data.shape, dtype=data.dtype, rowsperstrip=rowsperstrip, **options)
 
 
 def _png_layout(path: Path, image: Image) -> da.Array:
@@ -1120,24 +1274,33 @@ def _write_png(path: Path, image: Image) -> None:
 
 
 def _write_zarr(path: Path, image: Image, *, name: str, levels: int | None) -> None:
-    group = zarr.open_group(path, mode="w", zarr_format=3)
     level = image.data
-    datasets = []
-    for k in range(levels or _default_levels(image.shape[-2:])):
+    for k, array in enumerate(_create_zarr(path, image, name=name, levels=levels)):
         if k:
             level = _halve_yx(level)
-        chunks = _zarr_chunks(level.shape, level.dtype.itemsize)
-        array = group.create_array(
-            str(k), shape=level.shape, dtype=level.dtype, chunks=chunks, dimension_names=list(image.axes.lower())
-        )
-        level.rechunk(chunks).store(array, lock=False)
+        level.rechunk(array.chunks).store(array, lock=False)
         # Later levels are computed from the stored one, not by re-running the input graph.
         level = da.from_zarr(array)
+
+
+def _create_zarr(path: Path, image: Image, *, name: str, levels: int | None) -> list[zarr.Array]:
+    """An OME-Zarr 0.5 group at ``path`` with its metadata and empty pyramid levels for ``image`` (data not read)."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    arrays, datasets = [], []
+    shape = image.shape
+    for k in range(levels or _default_levels(image.shape[-2:])):
+        if k:
+            shape = (*shape[:-2], shape[-2] // 2, shape[-1] // 2)
+        arrays.append(group.create_array(
+            str(k), shape=shape, dtype=image.dtype, chunks=_zarr_chunks(shape, image.dtype.itemsize),
+            dimension_names=list(image.axes.lower()),
+        ))
         datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": _scale(image, k)}]})
     group.attrs["ome"] = {
         "version": "0.5",
         "multiscales": [{"name": name, "axes": _ngff_axes(image), "datasets": datasets}],
     }
+    return arrays
 
 
 def _zarr_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -1157,10 +1320,18 @@ def _halve_yx(data: da.Array) -> da.Array:
     """2x2 mean downsampling of the last two axes (an odd last row/column is dropped)."""
     even = data[..., : data.shape[-2] // 2 * 2, : data.shape[-1] // 2 * 2]
     even = even.rechunk({data.ndim - 2: 2 * _OUTPUT_CHUNK, data.ndim - 1: 2 * _OUTPUT_CHUNK})
-    mean = da.coarsen(np.mean, even, {data.ndim - 2: 2, data.ndim - 1: 2})
-    if np.issubdtype(data.dtype, np.integer):
-        mean = da.round(mean)
-    return mean.astype(data.dtype)
+    halved = even.chunks[:-2] + tuple(tuple(n // 2 for n in axis) for axis in even.chunks[-2:])
+    return even.map_blocks(_mean_2x2, chunks=halved, dtype=data.dtype)
+
+
+def _mean_2x2(block: np.ndarray) -> np.ndarray:
+    """2x2 mean of the last two axes of ``block`` (an odd last row/column is dropped), in its dtype (integers rounded)."""
+    h, w = block.shape[-2] // 2, block.shape[-1] // 2
+    pairs = block[..., : 2 * h, : 2 * w].reshape(*block.shape[:-2], h, 2, w, 2)
+    mean = pairs.mean(axis=(-3, -1))
+    if np.issubdtype(block.dtype, np.integer):
+        mean = np.round(mean)
+    return mean.astype(block.dtype)
 
 
 def _scale(image: Image, level: int) -> list[float]:

@@ -17,10 +17,11 @@ fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
 (:meth:`Predictor.predict_to_file`), so memory never depends on the image size (nor
 on its width, with kept cores).
 
-Streaming writes level 0 into ``OUTPUT.partial`` (raw float32 rows plus a
-``progress.json`` naming the finished rows, :mod:`microsr.partial_output`), then converts it to the requested
-format with :func:`microsr.io.write_image`, which writes atomically. An
-interrupted run leaves ``OUTPUT.partial`` behind and ``resume=True`` continues it.
+Streaming writes the output in its final format inside ``OUTPUT.partial`` (with a
+``progress.json`` naming the finished rows, :mod:`microsr.partial_output`): a TIFF's
+rows in place, an OME-Zarr's pyramid level by level from each band as it passes.
+When it is complete it is moved into place atomically. An interrupted run leaves
+``OUTPUT.partial`` behind and ``resume=True`` continues it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -46,7 +46,7 @@ from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import (
-    Image, check_finite, check_image_output, check_memory, check_output, output_lock, write_image,
+    Image, check_finite, check_image_output, check_memory, check_output, check_streamable, output_lock,
 )
 from microsr.models import call_cropped, receptive_field, takes_crop, to_channels_last
 from microsr.partial_output import PartialOutput
@@ -255,7 +255,7 @@ class Predictor:
     device
         Where the model runs; tiles are moved there and outputs back to the CPU.
     precision
-        ``"auto"`` (bfloat16 where the device computes it natively, else float32),
+        ``"auto"`` (the faster of float32 and bfloat16 for this model, measured once per machine),
         ``"fp32"``, ``"bf16"`` or ``"fp16"``: see :mod:`microsr.precision`. Outputs are
         float32 whatever the precision.
     progress
@@ -309,9 +309,9 @@ class Predictor:
         if frame_axis not in ("T", "Z"):
             raise InputError(f"frame_axis={frame_axis!r}: use 'T' or 'Z'.")
         self.device = torch.device(device)
-        self.dtype = resolve_precision(precision, self.device)
         # channels_last is what oneDNN's and cuDNN's fastest convolution kernels use.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.dtype = resolve_precision(precision, self.device, self.model, channels=frames)
         self.scale = scale
         self.frames = frames
         self.frame_axis = frame_axis
@@ -385,17 +385,17 @@ class Predictor:
         """Predict an image of any size into a file, streaming band by band.
 
         The output's pixel size is the input's divided by ``scale`` (Z spacing kept).
-        Rows are first written to ``OUTPUT.partial`` (raw rows and a ``progress.json``,
-        see :mod:`microsr.partial_output`); when all are done it becomes ``output``
-        atomically via :func:`microsr.io.write_image` (OME-Zarr with a pyramid, or TIFF)
-        and is deleted. Disk use peaks at about twice the output size.
+        The output is written inside ``OUTPUT.partial`` in its final format (an
+        uncompressed TIFF, or OME-Zarr with a pyramid, as :func:`microsr.io.write_image`
+        writes them) with a ``progress.json`` (see :mod:`microsr.partial_output`); when
+        all rows are done it is moved to ``output`` atomically. Disk use is the output's size.
 
         Parameters
         ----------
         image
             The input, typically from :func:`~microsr.io.read_image` (read lazily, one band at a time).
         output
-            ``.ome.zarr``/``.zarr`` or ``.tif``/``.ome.tif``.
+            ``.ome.zarr``/``.zarr`` or ``.tif``/``.tiff``/``.ome.tif``/``.ome.tiff``.
         overwrite
             Replace an existing ``output``.
         resume
@@ -428,31 +428,25 @@ class Predictor:
         output = Path(output)
         protected = [*inputs, *([image.path] if image.path else [])]
         check_image_output(output, overwrite, protected, dtype=np.float32)
+        check_streamable(output)
         partial = output.with_name(output.name + ".partial")
         check_output(partial, overwrite=True, inputs=protected)
         source = self._source(image)
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
+        layout = Image(
+            da.zeros((*image.shape[:-2], height, width), dtype=np.float32),  # the output's shape; never computed
+            image.axes,
+            pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
+            z_spacing=image.z_spacing,
+        )
         with output_lock(output):
-            partial_output, done = PartialOutput.open(partial, job, (*image.shape[:-2], height, width), resume)
+            partial_output, done = PartialOutput.open(partial, job, layout, output.name, resume)
             for plane, _, row, col, block in self._blocks(source, done, on_tile):
-                partial_output.write(plane, row, source.normalizer.denormalize(block, out=block), col)
+                partial_output.write(plane, row, col, source.normalizer.denormalize(block, out=block))
                 if col + block.shape[1] == width:  # the block finishes its rows
-                    end = row + block.shape[0]
-                    done = (plane + 1, 0) if end == height else (plane, end)
-                    partial_output.save_progress(done)
-            if done != (math.prod(image.shape[:-2]), 0):  # never convert (and report) an unfinished output
-                raise InputError(f"{partial}: the prediction stopped at row {done[1]} of plane {done[0]}; "
-                                 "run again with resume (--resume) to finish it.")
-            result = Image(
-                partial_output.to_dask(),
-                image.axes,
-                pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
-                z_spacing=image.z_spacing,
-            )
-            write_image(output, result, overwrite=overwrite, inputs=protected)
-            shutil.rmtree(partial)
-        return output
+                    partial_output.finish_rows(plane, row + block.shape[0])
+            return partial_output.finish(output, overwrite=overwrite, inputs=protected)
 
     # ----------------------------------------------------------------------- internals
 

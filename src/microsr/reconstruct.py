@@ -361,8 +361,8 @@ def reconstruct(
     normalizer = PercentileNormalizer.from_dict(info["normalization"])
     normalizer = normalizer if normalizer.fitted else normalizer.fit(image)
     device = torch.device(device)
-    dtype = resolve_precision(precision, device)
     net = restorer.module.to(device, memory_format=torch.channels_last).eval()
+    dtype = resolve_precision(precision, device, net)
     frames, height, width = image.shape
     total = np.zeros((height * scale, width * scale), np.float64)
     tables = []

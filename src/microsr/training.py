@@ -169,7 +169,6 @@ def _train(
     """The body of :func:`train`, once its output is checked and locked."""
     state_file = output / "train_state.pt"
     device = pick_device(cfg.train.device)
-    dtype = resolve_precision(cfg.train.precision, device)
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     degraded = cfg.data.hr is not None and cfg.data.lr is None
@@ -185,6 +184,7 @@ def _train(
         init_file = checkpoint_path(cfg.model.init)
         load_state_into(net, load_checkpoint(init_file)[0], init_file)
     net = net.to(device, memory_format=torch.channels_last)
+    dtype = resolve_precision(cfg.train.precision, device, net, channels=cfg.data.frames)
     optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size)
