@@ -328,6 +328,11 @@ CASES = [
     # bench
     ("bench: --json folder missing", lambda d, m: ["bench", "--json", d / "nowhere" / "b.json"], "does not exist"),
     ("bench: size too small", lambda d, m: ["bench", "--size", "2"], "--size"),
+    # system
+    ("system: unknown model", lambda d, m: ["system", "--model", "nosuch"], "nosuch"),
+    ("system: scale 0", lambda d, m: ["system", "--scale", "0"], "scale"),
+    ("system: a device this machine lacks", lambda d, m: ["system", "--device", "cuda:7"], "cuda:7"),
+    ("predict: not a device", lambda d, m: ["predict", m, tiff(d), "-o", d / "o.tif", "--device", "gpu0"], "gpu0"),
     # sim
     ("sim reconstruct: 0 angles", lambda d, m: ["sim", "reconstruct", sim_frames(d), "--angles", "0", "--phases", "7",
                                                 "-o", d / "sim.tif"], "--angles"),

@@ -267,7 +267,7 @@ def test_streamed_tiff_has_the_metadata_of_a_written_one(tmp_path, stack_file):
 
 def test_a_format_that_cannot_stream_is_refused_before_any_work(tmp_path, stack_file):
     model = Interrupting(conv_model())
-    with pytest.raises(InputError, match="stream to .tif"):
+    with pytest.raises(InputError, match="write a .tif or .ome.zarr"):
         predictor(model, overlap=6).predict_to_file(read_image(stack_file), tmp_path / "out.png")
     assert model.calls == 0 and sorted(path.name for path in tmp_path.iterdir()) == ["stack.tif"]
 

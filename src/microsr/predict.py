@@ -46,7 +46,7 @@ from microsr.data import PercentileNormalizer, frame_window
 from microsr.allocator import reuse_freed_memory
 from microsr.errors import InputError
 from microsr.io import (
-    Image, check_finite, check_image_output, check_memory, check_output, check_streamable, output_lock,
+    Image, check_finite, check_image_output, check_memory, check_output, output_lock,
 )
 from microsr.models import call_cropped, receptive_field, takes_crop, to_channels_last
 from microsr.partial_output import PartialOutput
@@ -428,7 +428,6 @@ class Predictor:
         output = Path(output)
         protected = [*inputs, *([image.path] if image.path else [])]
         check_image_output(output, overwrite, protected, dtype=np.float32)
-        check_streamable(output)
         partial = output.with_name(output.name + ".partial")
         check_output(partial, overwrite=True, inputs=protected)
         source = self._source(image)
