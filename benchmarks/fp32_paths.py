@@ -1,7 +1,7 @@
 """Float32 inference paths for the default model on one machine: which is fastest on the same tiles.
 
 For CPUs without bfloat16 units, float32 is what ``--precision auto`` runs. This times
-the network on the tile the :class:`~microsr.predict.Predictor` feeds it (a
+the network on the tile the :class:`~microsr.predict.engine.Predictor` feeds it (a
 ``--tile``-pixel core with the receptive field as context, its output cropped to the
 core) through:
 
@@ -14,7 +14,7 @@ core) through:
 * ``onnxruntime``: ``torch.onnx.export`` and ONNX Runtime's CPU execution provider with
   all graph optimisations (skipped with the reason if onnx/onnxruntime are missing).
 
-All run in one process in alternating rounds (``microsr.precision.time_alternating``),
+All run in one process in alternating rounds (``microsr.runtime.precision.time_alternating``),
 after a warm-up call each, so contention on a shared machine hits them alike. Each
 path's output is compared with ``torch``'s (max absolute difference, outputs ~[0, 1]).
 
@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from microsr.models import call_cropped, create_model, receptive_field, to_channels_last
-from microsr.precision import hardware_name, time_alternating
-from microsr.predict import DEFAULT_TILE
+from microsr.predict.engine import DEFAULT_TILE
+from microsr.runtime.precision import hardware_name, time_alternating
 
 
 class _Cropped(nn.Module):

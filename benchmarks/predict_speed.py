@@ -30,10 +30,10 @@ import numpy as np
 import tifffile
 import torch
 
-from microsr.models import create_model
-from microsr.predict import DEFAULT_TILE, Predictor
 from microsr.io import read_image
-from microsr.precision import hardware_name
+from microsr.models import create_model
+from microsr.predict.engine import DEFAULT_TILE, Predictor
+from microsr.runtime.precision import hardware_name
 
 
 def _model(name: str, scale: int) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Speed of the SMLM simulator and of localization (microsr.simulate.smlm, microsr.localize).
+"""Speed of the SMLM simulator and of localization (microsr.simulate.smlm, microsr.smlm.localize).
 
 Cases (best of ``--repeats`` runs, wall-clock and this process's CPU time):
 
@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 from scipy import ndimage
 
-from microsr.localize import localize
 from microsr.simulate.smlm import preset, render_targets, simulate_batch, simulate_stack
+from microsr.smlm.localize import localize
 
 
 def _time(run: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import microsr
 from microsr.io import Image, write_image
 from microsr.samples import filaments
+import microsr
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

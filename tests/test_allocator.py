@@ -6,7 +6,7 @@ import ctypes.util
 import numpy as np
 import pytest
 
-from microsr.allocator import reuse_freed_memory
+from microsr.runtime.allocator import reuse_freed_memory
 
 
 class _Mallinfo2(ctypes.Structure):

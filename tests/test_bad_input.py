@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from microsr.cli import main
-from microsr.data import DegradedPairs
+from microsr.data.datasets import DegradedPairs
 from microsr.degrade import preset
 from microsr.errors import InputError
 from microsr.io import read_image

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import microsr
-from microsr.benchmark import benchmark, match_pairs, register, upscale
 from microsr.cli import main
-from microsr.data import degrade_image
 from microsr.degrade import Degradation, Downsample, Poisson, preset
+from microsr.degrade import degrade_image
 from microsr.errors import InputError
+from microsr.evaluate.benchmark import benchmark, register, upscale
 from microsr.io import Image, read_image, write_image
-from microsr.restorer import Restorer, load_model
+from microsr.io import pair_by_name
+from microsr.predict.restorer import Restorer, load_model
 from microsr.samples import filaments
+import microsr
 
 METHODS = ["microsr", "bicubic", "bilinear"]
 SHIFT = (0.4, -0.7)
@@ -97,18 +98,18 @@ def test_upscale_keeps_lr_pixel_centres_at_the_centres_of_their_hr_blocks(method
     assert upscaled[0, inside] == pytest.approx(expected[inside], abs=1e-3)
 
 
-def test_match_pairs_accepts_files_and_folders(tmp_path):
+def test_pair_by_name_accepts_files_and_folders(tmp_path):
     for folder, names in (("hr", ["a.tif", "b.ome.tif"]), ("lr", ["a.tif", "b.tif", "c.tif"]), ("one", ["x.tif"])):
         (tmp_path / folder).mkdir()
         for name in names:
             write_image(tmp_path / folder / name, np.zeros((8, 8), np.uint8))
     hr, lr = tmp_path / "hr", tmp_path / "lr"
-    assert match_pairs(hr / "a.tif", lr) == [("a", hr / "a.tif", lr / "a.tif")]
-    assert match_pairs(hr, lr / "b.tif") == [("b", hr / "b.ome.tif", lr / "b.tif")]
-    assert match_pairs(hr / "a.tif", tmp_path / "one" / "x.tif") == [("a", hr / "a.tif", tmp_path / "one" / "x.tif")]
-    assert [p.name for p in match_pairs(hr)] == ["a", "b"]
+    assert pair_by_name(hr / "a.tif", lr) == [("a", hr / "a.tif", lr / "a.tif")]
+    assert pair_by_name(hr, lr / "b.tif") == [("b", hr / "b.ome.tif", lr / "b.tif")]
+    assert pair_by_name(hr / "a.tif", tmp_path / "one" / "x.tif") == [("a", hr / "a.tif", tmp_path / "one" / "x.tif")]
+    assert [p.name for p in pair_by_name(hr)] == ["a", "b"]
     with pytest.raises(InputError, match=r"'x' has no LR image in .*lr"):
-        match_pairs(tmp_path / "one" / "x.tif", lr)
+        pair_by_name(tmp_path / "one" / "x.tif", lr)
 
 
 def test_unmatched_names_are_listed(tmp_path):
@@ -117,7 +118,7 @@ def test_unmatched_names_are_listed(tmp_path):
         for name in names:
             write_image(tmp_path / folder / f"{name}.tif", np.zeros((8, 8), np.uint8))
     with pytest.raises(InputError, match=r"'b' has no LR image.*'c' has no HR image.*matched by file name"):
-        match_pairs(tmp_path / "hr", tmp_path / "lr")
+        pair_by_name(tmp_path / "hr", tmp_path / "lr")
 
 
 def test_empty_folder_is_refused(model, tmp_path):

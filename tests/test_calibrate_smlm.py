@@ -152,8 +152,8 @@ def test_model_trained_on_the_calibration_localizes_the_stack(tmp_path):
     A small x4 model trained for 100 steps on 16 x 16 frames of the calibrated settings reaches a Jaccard index
     above 0.8 at 250 nm on the stack's first 100 frames (measured 0.912, precision 0.996, RMSE 30 nm).
     """
-    from microsr.localize import score
-    from microsr.reconstruct import reconstruct
+    from microsr.smlm.score import score
+    from microsr.smlm.reconstruct import reconstruct
     from microsr.training import train
 
     config = SMLMSimulation(size=32, density=1.0, structure="uniform", fwhm=(240, 280), photons=(1500, 2500),

@@ -4,11 +4,11 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from microsr.consistency import consistency_map, degrade_back
 from microsr.degrade import preset
 from microsr.errors import InputError
+from microsr.evaluate.consistency import consistency, consistency_map, degrade_back
 from microsr.io import read_image
-from microsr.restorer import Restorer, load_model
+from microsr.predict.restorer import Restorer, load_model
 
 
 def _paste_square(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def degraded_training_image(trained, hr_file):
 
 def test_map_of_a_faithful_prediction_is_at_the_input_noise_floor(degraded_training_image):
     restorer, lr, prediction, noiseless = degraded_training_image
-    result = restorer.consistency(lr, prediction)
+    result = consistency(restorer, lr, prediction)
     assert result.map.shape == lr.shape
     # The input's own noise is the floor: a perfect prediction degrades back to `noiseless`.
     noise = np.std(lr - noiseless)
@@ -52,11 +52,11 @@ def test_map_of_a_faithful_prediction_is_at_the_input_noise_floor(degraded_train
 def test_pasted_structure_stands_out_in_the_map(degraded_training_image):
     restorer, lr, prediction, _ = degraded_training_image
     top, left, side = 160, 200, 24  # in prediction pixels: 6 x 6 input pixels
-    result = restorer.consistency(lr, _paste_square(prediction, top, left, side))
+    result = consistency(restorer, lr, _paste_square(prediction, top, left, side))
     inside = np.zeros(lr.shape, bool)
     inside[top // 4 : (top + side) // 4, left // 4 : (left + side) // 4] = True
     assert result.map[inside].mean() > 5 * result.map[~inside].mean()
-    clean = restorer.consistency(lr, prediction)
+    clean = consistency(restorer, lr, prediction)
     assert result.rse > clean.rse
 
 
@@ -79,4 +79,4 @@ def test_a_model_trained_on_real_pairs_has_no_degradation_to_check(trained):
     restorer = load_model(trained[0])
     paired = Restorer(restorer.module, {**restorer.info, "degradation": None}, restorer.path)
     with pytest.raises(InputError, match="real image pairs"):
-        paired.consistency(np.zeros((8, 8)), np.zeros((32, 32)))
+        consistency(paired, np.zeros((8, 8)), np.zeros((32, 32)))

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-import microsr
 from microsr.cli import main
 from microsr.io import Image, read_image, write_image
-from microsr.restorer import load_model
+from microsr.predict.restorer import load_model
 from microsr.samples import filaments
+import microsr
 
 # Seeded: the kill moments are random but the same in every run of the suite.
 RNG = np.random.default_rng(18)

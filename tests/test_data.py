@@ -14,21 +14,12 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
-import microsr.data as data_module
-from microsr.data import (
-    CallablePairs,
-    DegradedPairs,
-    PairedImages,
-    PercentileNormalizer,
-    Region,
-    epoch_loader,
-    flip_rotate,
-    frame_window,
-    split_regions,
-)
+from microsr.data.datasets import CallablePairs, DegradedPairs, PairedImages, Region, epoch_loader, flip_rotate, frame_window, split_regions
+from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import Degradation, preset
 from microsr.errors import InputError
 from microsr.io import Image, read_image
+import microsr.data.datasets as data_module
 
 IDENTITY = Degradation(steps=())
 
@@ -417,7 +408,7 @@ def test_nan_tile_names_the_file():
 _BIG_CHILD = textwrap.dedent(
     """
     import sys
-    from microsr.data import DegradedPairs
+    from microsr.data.datasets import DegradedPairs
     from microsr.degrade import preset
     from microsr.io import read_image
 

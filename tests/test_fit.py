@@ -9,7 +9,8 @@ from scipy.ndimage import gaussian_filter
 
 from microsr.cli import main
 from microsr.config import load_config
-from microsr.data import DegradedPairs, PercentileNormalizer
+from microsr.data.datasets import DegradedPairs
+from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import Blur, Degradation, Downsample, Gaussian, Poisson, load_degradation
 from microsr.errors import InputError
 from microsr.fit import fit_degradation, fit_noise, pair_files

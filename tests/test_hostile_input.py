@@ -23,10 +23,10 @@ import tifffile
 import zarr
 from PIL import Image as PILImage
 
-import microsr
 from microsr.cli import main
 from microsr.io import Image, write_image
 from microsr.samples import filaments
+import microsr
 
 # --------------------------------------------------------------------------- bad inputs
 

@@ -1,4 +1,4 @@
-"""Localization tables: reading, writing, scoring, finding and rendering (microsr.localize)."""
+"""Localization tables: reading, writing, scoring, finding and rendering (microsr.smlm.localize)."""
 
 import math
 
@@ -7,15 +7,10 @@ import pytest
 
 from microsr.errors import InputError
 from microsr.io import read_image
-from microsr.localize import (
-    CSV_COLUMNS,
-    localization_table,
-    localize,
-    read_localizations,
-    render,
-    score,
-    write_localizations,
-)
+from microsr.smlm.localize import localize
+from microsr.smlm.render import render
+from microsr.smlm.score import score
+from microsr.smlm.table import CSV_COLUMNS, localization_table, read_localizations, write_localizations
 
 DEEPSTORM = "deepstorm/"
 EPFL_TRUTH = "thunderstorm_epfl_tubulins1/tubulins1_00020.csv"

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from microsr.errors import InputError
-from microsr.losses import LOSSES, MSSSIML1Loss, get_loss, ms_ssim, msssim_scales
+from microsr.models.losses import LOSSES, MSSSIML1Loss, get_loss, ms_ssim, msssim_scales
 
 
 def _pair(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +110,7 @@ def test_msssim_is_computed_in_float32_under_bfloat16_autocast():
 
 def test_ms_ssim_after_inference_mode_still_trains():
     """Scoring under inference mode (prediction, benchmarks) first must not break a later training step."""
-    from microsr.losses import ms_ssim
+    from microsr.models.losses import ms_ssim
 
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 72, 72, generator=generator)  # a size no other test uses, so nothing is cached

@@ -6,7 +6,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from microsr.errors import InputError
-from microsr.metrics import (
+from microsr.evaluate.metrics import (
     error_map,
     frc,
     ms_ssim,

@@ -3,7 +3,7 @@
 References: NanoPyx 2.1.5 (decorrelation analysis and FRC / FIRE) and scikit-image
 (PSNR, SSIM, NRMSE). MS-SSIM against pytorch_msssim is in tests/test_metrics.py.
 
-Measured agreement (see :func:`microsr.metrics.decorrelation` for why they differ):
+Measured agreement (see :func:`microsr.evaluate.metrics.decorrelation` for why they differ):
 
 - decorrelation on the 600 x 900 PSSR electron micrograph: 7.14 vs 7.03 pixels (1.6 %);
 - decorrelation on clean band-limited images: NanoPyx reports its unfiltered peak
@@ -19,8 +19,8 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from microsr.errors import InputError
+from microsr.evaluate.metrics import decorrelation, frc, nrmse, psnr, ssim
 from microsr.io import read_image
-from microsr.metrics import decorrelation, frc, nrmse, psnr, ssim
 
 REAL_IMAGE = "napari_pssr/HR/small.tif"
 

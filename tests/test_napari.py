@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-import microsr
-from microsr.data import degrade_image
 from microsr.degrade import Degradation, preset
+from microsr.degrade import degrade_image
 from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
-from microsr.predict import Predictor
+from microsr.predict.engine import Predictor
 from microsr.samples import filaments
+import microsr
 
 WAIT_MS = 60_000  # generous: other test runs share the two cores
 
@@ -244,7 +244,7 @@ def test_predict_widget_cancel_stops_midway_and_adds_no_layer(gui, tiny_model):
 
 def test_predict_widget_shows_the_cli_message_on_a_pixel_size_mismatch(gui, tiny_model):
     viewer, qtbot = gui
-    from microsr.predict import check_pixel_size
+    from microsr.predict.engine import check_pixel_size
 
     layer = viewer.add_image(filaments((32, 32), seed=13), name="lr", scale=(10, 10), units="nm")
     widget = dock(viewer, "Predict")
@@ -267,7 +267,7 @@ def test_predict_widget_shows_the_cli_message_on_a_pixel_size_mismatch(gui, tiny
 
 def test_compare_widget_scores_and_maps_the_error(gui):
     viewer, qtbot = gui
-    from microsr.metrics import normalize_like, normalize_percentile, psnr, ssim
+    from microsr.evaluate.metrics import normalize_like, normalize_percentile, psnr, ssim
 
     truth = filaments((64, 64), seed=14).astype(np.float32)
     noisy = truth + np.random.default_rng(0).normal(0, 500, truth.shape).astype(np.float32)

@@ -9,10 +9,10 @@ import torch
 
 from microsr.degrade import preset
 from microsr.errors import InputError
+from microsr.evaluate.metrics import psnr
 from microsr.io import read_image
-from microsr.metrics import psnr
-from microsr.precision import cache_dir, choose_precision, measure_precision, resolve_precision
-from microsr.restorer import load_model
+from microsr.predict.restorer import load_model
+from microsr.runtime.precision import cache_dir, choose_precision, measure_precision, resolve_precision
 
 
 def test_choice_is_the_fastest_unless_float32_is_within_the_margin():

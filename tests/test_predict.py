@@ -15,11 +15,11 @@ import zarr
 import torch.nn.functional as F
 from torch import nn
 
-from microsr.data import PercentileNormalizer
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, read_image, write_image
 from microsr.models import create_model, receptive_field
-from microsr.predict import Predictor, check_pixel_size, rescale_image
+from microsr.predict.engine import Predictor, check_pixel_size, rescale_image
 
 RF_RADIUS = 3  # three 3x3 convolutions
 
@@ -337,7 +337,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import psutil, torch
     from torch import nn
     from microsr.io import read_image
-    from microsr.predict import Predictor
+    from microsr.predict.engine import Predictor
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.PixelShuffle(4))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from skimage.restoration import estimate_sigma
 
-from microsr.data import PercentileNormalizer, degrade_image
+from microsr.data.normalize import PercentileNormalizer
+
+from microsr.degrade import degrade_image
 from microsr.degrade import preset
 from microsr.io import read_image
 

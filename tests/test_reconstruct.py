@@ -1,4 +1,4 @@
-"""SMLM reconstruction (microsr.reconstruct) and `microsr smlm train` / `reconstruct`."""
+"""SMLM reconstruction (microsr.smlm.reconstruct) and `microsr smlm train` / `reconstruct`."""
 
 import numpy as np
 import pytest
@@ -7,21 +7,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from microsr.cli_smlm import app
+from microsr.cli.smlm import app
 from microsr.errors import InputError
 from microsr.io import read_image, write_image
-from microsr.localize import read_localizations, score
-from microsr.reconstruct import (
-    IMAGE_NAME,
-    LOCALIZATIONS_NAME,
-    best_threshold,
-    read_stack,
-    reconstruct,
-    reconstruct_file,
-    training_mismatch,
-)
-from microsr.restorer import load_model
+from microsr.predict.restorer import load_model
 from microsr.simulate.smlm import SMLMSimulation, simulate_stack
+from microsr.smlm.localize import best_threshold
+from microsr.smlm.reconstruct import IMAGE_NAME, LOCALIZATIONS_NAME, read_stack, reconstruct, reconstruct_file, training_mismatch
+from microsr.smlm.score import score
+from microsr.smlm.table import read_localizations
 
 runner = CliRunner()
 
@@ -88,7 +82,7 @@ def test_best_threshold_keeps_emitters_and_drops_faint_artefacts():
     outputs = np.zeros((2, 40, 40), np.float32)
     outputs[0, 10, 10] = outputs[1, 30, 5] = 0.9
     outputs[1, 20, 20] = 0.08  # an artefact
-    from microsr.localize import localization_table
+    from microsr.smlm.table import localization_table
 
     truth = localization_table([1, 2], [131.25, 68.75], [131.25, 381.25])
     threshold, result = best_threshold(outputs, truth, 12.5)

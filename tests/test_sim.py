@@ -8,7 +8,8 @@ import pytest
 from microsr.cli import main
 from microsr.errors import InputError
 from microsr.io import read_image
-from microsr.simulate.sim import SIMSimulation, cutoff_frequency, ideal_otf, preset, simulate_field
+from microsr.optics import cutoff_frequency, ideal_otf
+from microsr.simulate.sim import SIMSimulation, preset, simulate_field
 
 SMALL = SIMSimulation(size=64)
 

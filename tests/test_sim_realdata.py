@@ -7,10 +7,11 @@ trains a short version (about 2 minutes) and asserts what must already hold then
 import numpy as np
 import pytest
 
-import microsr
-from microsr.sim_reconstruct import compare_sim, stack_frames
-from microsr.simulate.sim import preset, simulate_field
+from microsr.evaluate.sim import compare_sim
 from microsr.io import write_image
+from microsr.sim.wiener import stack_frames
+from microsr.simulate.sim import preset, simulate_field
+import microsr
 
 pytestmark = pytest.mark.realdata
 

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-import microsr
 from microsr.cli import main
 from microsr.config import load_config
-from microsr.data import PairedImages, PercentileNormalizer
+from microsr.data.datasets import PairedImages
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
+from microsr.evaluate.sim import compare_sim
 from microsr.io import Image, read_image, write_image
-from microsr.restorer import load_model
-from microsr.sim_reconstruct import compare_sim, predict_sim
+from microsr.predict.restorer import load_model
+from microsr.sim.network import predict_sim
 from microsr.simulate.sim import SIMSimulation, simulate_field
+import microsr
 
 IDENTITY = PercentileNormalizer(0, 100, lo=0.0, hi=1.0)  # keeps raw values, so samples can be traced
 

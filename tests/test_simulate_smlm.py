@@ -9,10 +9,9 @@ from scipy.optimize import nnls
 from scipy.special import erf
 from typer.testing import CliRunner
 
-from microsr.cli_smlm import app
+from microsr.cli.smlm import app
 from microsr.errors import InputError
 from microsr.io import read_image
-from microsr.localize import localization_table, localize, read_localizations, render, score
 from microsr.simulate.smlm import (
     SMLMSimulation,
     preset,
@@ -22,6 +21,10 @@ from microsr.simulate.smlm import (
     simulate_batch,
     simulate_stack,
 )
+from microsr.smlm.localize import localize
+from microsr.smlm.render import render
+from microsr.smlm.score import score
+from microsr.smlm.table import localization_table, read_localizations
 
 NO_EMITTERS = localization_table([], [], [], [], [])
 

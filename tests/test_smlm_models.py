@@ -11,8 +11,8 @@ from scipy import ndimage
 from microsr.checkpoint import load_checkpoint
 from microsr.config import RunConfig, load_config
 from microsr.errors import InputError
-from microsr.losses import BlurredMSELoss, get_loss
 from microsr.models import create_model, list_models
+from microsr.models.losses import BlurredMSELoss, get_loss
 from microsr.training import train
 
 SMLM_MODELS = ("smlm_unet", "deepstorm", "dsir", "dsir_compat")

@@ -14,10 +14,16 @@ import pytest
 import scipy.io
 import torch
 
-from microsr.localize import localize, read_localizations, render, score
-from microsr.metrics import normalize_like, psnr
+from microsr.smlm.localize import localize
+
+from microsr.smlm.render import render
+
+from microsr.smlm.score import score
+
+from microsr.evaluate.metrics import normalize_like, psnr
 from microsr.models import create_model
-from microsr.reconstruct import read_stack, reconstruct
+from microsr.smlm.reconstruct import read_stack, reconstruct
+from microsr.smlm.table import read_localizations
 
 pytestmark = pytest.mark.realdata
 

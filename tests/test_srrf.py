@@ -1,18 +1,18 @@
-"""SRRF targets (microsr.srrf): eSRRF through NanoPyx, cached, and a 5-frame model trained on them."""
+"""SRRF targets (microsr.simulate.srrf): eSRRF through NanoPyx, cached, and a 5-frame model trained on them."""
 
 import json
 
 import numpy as np
 import pytest
 
-import microsr
 from microsr.cli import main
+from microsr.evaluate.metrics import decorrelation
 from microsr.io import read_image, write_image
-from microsr.metrics import decorrelation
-from microsr.restorer import load_model
-from microsr.sim_reconstruct import predict_sim
+from microsr.predict.restorer import load_model
+from microsr.sim.network import predict_sim
 from microsr.simulate.smlm import preset, simulate_stack
-from microsr.srrf import ESRRFSettings, esrrf
+from microsr.simulate.srrf import ESRRFSettings, esrrf
+import microsr
 
 pytest.importorskip("nanopyx", reason="eSRRF needs NanoPyx (pip install microsr[nanopyx])")
 pytestmark = [

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import microsr
 from microsr.errors import InputError
 from microsr.io import write_image
+import microsr
 
 
 def test_beats_bicubic_on_held_out_tiles(trained):
@@ -112,7 +112,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(run_config, hr_file, tmp_path)
 
 
 def test_real_pairs_train_without_a_degradation(run_config, hr_file, tmp_path):
-    from microsr.data import degrade_image
+    from microsr.degrade import degrade_image
     from microsr.degrade import preset
     from microsr.io import read_image
 

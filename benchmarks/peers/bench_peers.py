@@ -29,11 +29,12 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
-from microsr import metrics
-from microsr.data import PercentileNormalizer, flip_rotate, split_regions
+from microsr.data.datasets import flip_rotate, split_regions
+from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import preset
+from microsr.evaluate import metrics
 from microsr.io import read_image
-from microsr.predict import DEFAULT_TILE
+from microsr.predict.engine import DEFAULT_TILE
 from microsr.samples import filaments, sample_path
 
 HERE = Path(__file__).resolve().parent
@@ -307,7 +308,7 @@ def evaluate(folder: Path, names: list[str], images: list[str]) -> dict[str, Any
 
     Everything is in the HR image's normalised units (its 0.1/99.9 percentiles at 0/1),
     which every tool was trained in (PSSR2 in 255 times those), so the metrics use
-    ``data_range=1`` as microsr.metrics documents; ``psnr_affine`` first fits each
+    ``data_range=1`` as microsr.evaluate.metrics documents; ``psnr_affine`` first fits each
     prediction's gain and offset to the reference (``normalize_like``, CSBDeep's
     scale-invariant convention), which forgives intensity errors.
     """

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-import microsr
 from microsr.io import read_image
 from microsr.models import create_model, model_cost
-from microsr.predict import Predictor
+from microsr.predict.engine import Predictor
+import microsr
 
 from common import ForwardTimer, measure, run_worker
 

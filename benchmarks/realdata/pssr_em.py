@@ -64,7 +64,7 @@ def run(work: Path, steps: int) -> dict:
     """Crop, train, benchmark; the results as written to the JSON."""
     import torch
 
-    from microsr.precision import resolve_precision
+    from microsr.runtime.precision import resolve_precision
 
     paths = crop_regions(work)
     shutil.rmtree(work / "pssr_model", ignore_errors=True)  # `microsr train` refuses an existing model folder

@@ -4,7 +4,7 @@
 or ``LE_00..14`` (low light), 2x-upsampled by the authors and binned 2 x 2 back to their 60 nm
 grid, scored against the authors' reconstruction ``HER`` (30 nm). Each image is normalised by
 its own 0.1/99.9 percentiles, then PSNR (data range 1), SSIM and NRMSE; resolution is each
-image's own decorrelation analysis (``microsr.sim_reconstruct.compare_sim``, as ``microsr sim
+image's own decorrelation analysis (``microsr.evaluate.sim.compare_sim``, as ``microsr sim
 evaluate``). Wide-field is the mean of the 15 frames upsampled bicubically; classical is
 ``microsr sim reconstruct`` of them (ideal OTF, NA 1.2 at 525 nm). The shipped low-light model
 ``sim_lowlight`` is always scored on the low-light frames; other models are given with
@@ -39,7 +39,8 @@ LIGHT = {"HE": "15 frames", "LE": "15 low-light frames"}
 
 def evaluate(light: str, models: list[tuple[str, str]]) -> list[dict]:
     """Rows of ``compare_sim`` for the ``light`` frames (HE or LE), models labelled."""
-    from microsr.sim_reconstruct import compare_sim, stack_frames
+    from microsr.evaluate.sim import compare_sim
+    from microsr.sim.wiener import stack_frames
 
     frames = [SAMPLE / f"{light}_X2" / "Sample_1" / f"{light}_{i:02d}.tif" for i in range(15)]
     raw, pixel_size = stack_frames(frames, binning=2, pixel_size=30.0)
@@ -63,7 +64,8 @@ def her_offset() -> list[float]:
     from skimage.registration import phase_cross_correlation
 
     from microsr.io import read_image
-    from microsr.sim_reconstruct import OTF, reconstruct_sim, stack_frames
+    from microsr.optics import OTF
+    from microsr.sim.wiener import reconstruct_sim, stack_frames
 
     frames = [SAMPLE / "HE_X2" / "Sample_1" / f"HE_{i:02d}.tif" for i in range(15)]
     raw, pixel_size = stack_frames(frames, binning=2, pixel_size=30.0)

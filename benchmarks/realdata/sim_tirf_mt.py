@@ -47,8 +47,10 @@ def evaluate() -> dict:
     import torch
     import torch.nn.functional as F
 
-    from microsr.metrics import decorrelation
-    from microsr.sim_reconstruct import estimate_pattern, predict_sim, read_otf, read_raw, reconstruct_sim
+    from microsr.evaluate.metrics import decorrelation
+    from microsr.optics import read_otf
+    from microsr.sim.network import predict_sim
+    from microsr.sim.wiener import estimate_pattern, read_raw, reconstruct_sim
 
     raw = read_raw(FOLDER / "MT.mrc")
     otf = read_otf(FOLDER / "OTF" / "TIRF488_cam1_0_z30_OTF2d.mrc")

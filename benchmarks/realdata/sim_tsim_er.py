@@ -4,7 +4,7 @@
 (3 time points x 9 raw frames = 3 angles x 3 phases, 112 x 512) with the authors' SIM
 reconstruction of the middle time point (224 x 1024). ``configs/tsim_er.yaml`` trains on ER_1;
 this script scores, on ER_2's middle time point against its reconstruction: wide-field (the 9
-frames' mean, bicubic x2), classical Wiener SIM (``microsr.sim_reconstruct``, pattern
+frames' mean, bicubic x2), classical Wiener SIM (``microsr.sim.wiener``, pattern
 estimated from the frames), the shipped ``tirf9`` the training starts from, and the trained
 model. Every image is normalised by its own 0.1/99.9 percentiles before PSNR (data range 1),
 SSIM and NRMSE; resolution is each image's decorrelation analysis, in output pixels (the files
@@ -46,14 +46,16 @@ NA, WAVELENGTH = 1.0, 2.0  # an ideal OTF with its cut-off at NA / wavelength = 
 def frames(k: int) -> np.ndarray:
     """ER_k's middle time point: ``(9, 112, 512)`` float64, angle-major."""
     from microsr.io import select_planes
-    from microsr.sim_reconstruct import read_raw
+    from microsr.sim.wiener import read_raw
 
     return np.asarray(select_planes(read_raw(FOLDER / f"ER_{k}.tif"), MIDDLE).data, dtype=np.float64)
 
 
 def evaluate(models: list[str], image: int, cutoff: float, wiener: float) -> dict:
     """Scores of wide-field, classical SIM and each model on ER_``image``, and the pattern found."""
-    from microsr.sim_reconstruct import OTF, compare_sim, estimate_pattern
+    from microsr.optics import OTF
+    from microsr.evaluate.sim import compare_sim
+    from microsr.sim.wiener import estimate_pattern
 
     raw = frames(image)
     reference = FOLDER / "gt" / f"ER_{image}_gt.tif"
@@ -77,7 +79,8 @@ def evaluate(models: list[str], image: int, cutoff: float, wiener: float) -> dic
 
 def pattern_search() -> list[dict]:
     """The pattern found in ER_1 and ER_2, frames angle-major and phase-major, at two OTF cut-offs."""
-    from microsr.sim_reconstruct import OTF, estimate_pattern
+    from microsr.optics import OTF
+    from microsr.sim.wiener import estimate_pattern
 
     found = []
     for image in (1, 2):

@@ -40,9 +40,9 @@ def evaluate(cache: Path) -> list[dict]:
     import torch.nn.functional as F
 
     from microsr.io import read_image
-    from microsr.metrics import decorrelation, error_map, normalize_percentile, psnr, ssim
-    from microsr.sim_reconstruct import predict_sim
-    from microsr.srrf import ESRRFSettings, esrrf
+    from microsr.evaluate.metrics import decorrelation, error_map, normalize_percentile, psnr, ssim
+    from microsr.sim.network import predict_sim
+    from microsr.simulate.srrf import ESRRFSettings, esrrf
 
     stack = np.asarray(read_image(STACK).data, dtype=np.float32)
     settings = ESRRFSettings(run_type="Unthreaded")

@@ -44,13 +44,16 @@ import numpy as np
 import scipy.io
 import torch
 
+from microsr.evaluate.metrics import normalize_like, psnr
 from microsr.io import read_image
-from microsr.localize import localize, read_localizations, render, score
-from microsr.metrics import normalize_like, psnr
 from microsr.models import create_model
 from microsr.pretrained import pretrained_path
-from microsr.reconstruct import read_stack, reconstruct
 from microsr.simulate.smlm import SMLMSimulation, simulate_stack
+from microsr.smlm.localize import localize
+from microsr.smlm.reconstruct import read_stack, reconstruct
+from microsr.smlm.render import render
+from microsr.smlm.score import score
+from microsr.smlm.table import read_localizations
 
 HERE = Path(__file__).resolve().parent
 FINE = 12.5

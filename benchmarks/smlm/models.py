@@ -1,7 +1,7 @@
 """Cost and speed of the SMLM reconstruction models: parameters, FLOPs per output pixel, seconds per stack.
 
 For each registered SMLM model at x8 (random weights, fp32, eval mode): ``model_cost(model, tile=64)``
-and the wall-clock time of ``microsr.reconstruct.reconstruct`` (network + localization, no quick
+and the wall-clock time of ``microsr.smlm.reconstruct.reconstruct`` (network + localization, no quick
 calibration check) on a 64 × 64 stack shaped like Deep-STORM's test stack (361 frames; ``deepstorm``
 on its first 8 frames only, it is ~50× slower), best of ``--repeats`` runs. Run at normal priority;
 the JSON records the machine, threads and the load average, since other processes on the cores slow
@@ -26,7 +26,7 @@ import torch
 
 from microsr.models import create_model
 from microsr.models.analysis import model_cost
-from microsr.reconstruct import reconstruct
+from microsr.smlm.reconstruct import reconstruct
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"smlm_unet": 361, "dsir": 361, "deepstorm": 8}

@@ -20,7 +20,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-_LAZY = {"train": "microsr.training", "load_model": "microsr.restorer", "Restorer": "microsr.restorer"}
+_LAZY = {"train": "microsr.training", "load_model": "microsr.predict.restorer", "Restorer": "microsr.predict.restorer"}
 
 __all__ = ["InputError", "Restorer", "__version__", "load_model", "train"]
 

@@ -160,7 +160,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="auto: the faster of float32 and bfloat16 autocast for this model, measured once per machine "
-        "(microsr.precision). "
+        "(microsr.runtime.precision). "
         "(float16 training would need loss scaling, so it is not offered.)",
     )
 

@@ -27,7 +27,9 @@ import yaml
 from scipy.ndimage import gaussian_filter
 from skimage.transform import resize
 
+from microsr.data.normalize import PercentileNormalizer, _name
 from microsr.errors import InputError, one_line
+from microsr.io import Image, check_finite, in_memory
 
 __all__ = [
     "PRESETS",
@@ -40,6 +42,7 @@ __all__ = [
     "Poisson",
     "SaltPepper",
     "Step",
+    "degrade_image",
     "load_degradation",
     "preset",
 ]
@@ -737,3 +740,75 @@ def load_degradation(
             f"nor a .yaml/.yml file."
         )
     return degradation if scale is None else degradation.with_scale(scale)
+
+
+_DEGRADE_COPIES = 9
+# float32 arrays of the image's size :func:`degrade_image` holds at its peak: measured (peak RSS over
+# the input, 4096² uint16) 5.8 for the poisson, gaussian and clean presets at scale 4, 6.3 for poisson at
+# scale 2, 7.8 for poisson-noise-first and 8.0 for pssr; one more for margin.
+
+
+def degrade_image(
+    image: Image,
+    degradation: Degradation,
+    *,
+    seed: int | np.random.Generator | None = 0,
+    normalizer: PercentileNormalizer | None = None,
+) -> Image:
+    """Degrade a whole image exactly as training degrades its tiles, keeping its units.
+
+    The image is normalised (percentiles fitted to it unless ``normalizer`` is fitted),
+    degraded, mapped back to its intensity range and cast to its dtype (integers are
+    rounded and clipped, so 16-bit data stays 16-bit). The result is loaded in memory.
+
+    Parameters
+    ----------
+    image : Image
+        High-resolution image, any leading axes; all of them share one draw of the
+        degradation's parameters, with independent noise per pixel.
+    degradation : Degradation
+        Pipeline to apply.
+    seed : int, numpy.random.Generator or None
+        Seed of the degradation's random draws.
+    normalizer : PercentileNormalizer, optional
+        Normalisation; default ``PercentileNormalizer()`` fitted to ``image``.
+
+    Returns
+    -------
+    Image
+        The degraded image, with pixel size ``degradation.output_pixel_size(image.pixel_size)``
+        and no ``path``.
+
+    Raises
+    ------
+    InputError
+        If the image contains NaN or infinite values.
+
+    Examples
+    --------
+    >>> from microsr.degrade import preset
+    >>> hr = Image(np.full((64, 64), 1000, np.uint16), "YX", pixel_size=2.0)
+    >>> lr = degrade_image(hr, preset("clean", scale=4))
+    >>> lr.shape, lr.dtype, lr.pixel_size
+    ((16, 16), dtype('uint16'), 8.0)
+    """
+    if min(image.shape[-2:]) < degradation.scale:
+        raise InputError(
+            f"{_name(image)}: the image is {' × '.join(map(str, image.shape[-2:]))} pixels, smaller than one "
+            f"low-resolution pixel at scale {degradation.scale}; give an image of at least "
+            f"{degradation.scale} × {degradation.scale} pixels (much larger to be useful)."
+        )
+    hr = in_memory(image, np.float32, copies=_DEGRADE_COPIES)
+    check_finite(hr, _name(image))
+    normalizer = normalizer or PercentileNormalizer()
+    if not normalizer.fitted:
+        normalizer = normalizer.fit(hr)
+    lr = normalizer.denormalize(degradation(normalizer(hr), seed=seed, pixel_size=image.pixel_size))
+    if np.issubdtype(image.dtype, np.integer):
+        limits = np.iinfo(image.dtype)
+        lr = np.clip(np.rint(lr), limits.min, limits.max).astype(image.dtype)
+    return image.replace(
+        data=lr,
+        pixel_size=degradation.output_pixel_size(image.pixel_size),
+        path=None,
+    )

@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from skimage.transform import resize
 
-from microsr.data import PercentileNormalizer, degrade_image
+from microsr.data.normalize import PercentileNormalizer
+
+from microsr.degrade import degrade_image
 from microsr.degrade import preset
+from microsr.evaluate.metrics import psnr, ssim
 from microsr.io import Image, write_image
-from microsr.metrics import psnr, ssim
-from microsr.restorer import load_model
+from microsr.predict.restorer import load_model
 from microsr.samples import SAMPLE_PIXEL_SIZE_NM, filaments, sample_path
 from microsr.training import train
 

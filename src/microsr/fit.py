@@ -37,7 +37,7 @@ from rich.progress import Progress
 from scipy import ndimage
 
 from microsr import __version__
-from microsr.data import PercentileNormalizer
+from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import Blur, Degradation, Downsample, Gaussian, Intensity, Poisson, preset
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, find_images

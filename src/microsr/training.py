@@ -13,9 +13,9 @@ With ``data.simulation`` (SMLM), training frames are simulated on the fly and
 validated on a fixed simulated set: each epoch also localizes emitters in its
 outputs, picks the peak threshold that maximises the configured criterion (Jaccard
 index at 100 nm by default, fixed in ``data.simulation`` before training;
-:func:`microsr.reconstruct.best_threshold`), records it with the Jaccard index at
+:func:`microsr.smlm.localize.best_threshold`), records it with the Jaccard index at
 100 and 250 nm and the lateral RMSE, stores the threshold in the checkpoint for
-:func:`microsr.reconstruct.reconstruct`, and keeps the checkpoint with the best
+:func:`microsr.smlm.reconstruct.reconstruct`, and keeps the checkpoint with the best
 value of that criterion as ``best.safetensors``.
 """
 
@@ -41,55 +41,24 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from microsr.allocator import reuse_freed_memory
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into, save_checkpoint
 from microsr.config import RunConfig, load_config
-from microsr.data import CallablePairs, DegradedPairs, PairedImages, PercentileNormalizer, epoch_loader
+from microsr.data.datasets import CallablePairs, DegradedPairs, PairedImages, epoch_loader
+from microsr.data.normalize import PercentileNormalizer
+from microsr.data.simulated import SimulatedFrames, simulation_normalizer
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
 from microsr.io import atomic_output, check_output, find_images, output_lock, read_image, select_planes
-from microsr.localize import localize, score
-from microsr.losses import get_loss, ms_ssim
 from microsr.models import create_model, receptive_field, to_channels_last
-from microsr.precision import autocast, resolve_precision
-from microsr.reconstruct import PEAK_RADIUS, SimulatedFrames, best_threshold, simulation_normalizer
+from microsr.models.losses import get_loss, ms_ssim
+from microsr.runtime.allocator import reuse_freed_memory
+from microsr.runtime.device import pick_device
+from microsr.runtime.precision import autocast, resolve_precision
+from microsr.smlm.localize import PEAK_RADIUS, best_threshold
+from microsr.smlm.localize import localize
+from microsr.smlm.score import score
 
-__all__ = ["adamw", "pick_device", "train"]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The torch device for `name`: ``auto`` picks cuda, then mps, then cpu.
-
-    Examples
-    --------
-    >>> pick_device("cpu")
-    device(type='cpu')
-
-    Raises
-    ------
-    InputError
-        If ``name`` is not a device, or one this machine does not have (e.g. ``cuda`` with a
-        CPU-only PyTorch), rather than failing later, deep inside the first tensor's move.
-    """
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise InputError(f"device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
-        available = {
-            "cpu": lambda: True,
-            "cuda": lambda: torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
-            "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        }.get(device.type, lambda: False)
-        if not available():
-            raise InputError(f"device: {name!r} is not available on this machine (this PyTorch: {torch.__version__}); "
-                             "use --device auto or cpu.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ["adamw", "train"]
 
 
 def adamw(parameters: Any, *, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:

@@ -113,7 +113,7 @@ def model_cost(model: nn.Module, tile: int = 256, *, in_channels: int | None = N
         Defaults to ``model.in_channels``, or 1 if the model has no such attribute.
     crop : int
         Passed to a model whose ``forward`` takes it (it then leaves out ``crop`` input
-        pixels along each edge, see :class:`~microsr.predict.Predictor`); FLOPs are then
+        pixels along each edge, see :class:`~microsr.predict.engine.Predictor`); FLOPs are then
         per pixel of the cropped output.
 
     Returns

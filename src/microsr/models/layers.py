@@ -437,7 +437,7 @@ class UNetBody(nn.Module):
         """Features of ``x``, without the ``crop`` pixels along each edge.
 
         The decoder computes only the features the kept ones depend on, so a caller
-        that discards a tile's context (see :class:`~microsr.predict.Predictor`) does
+        that discards a tile's context (see :class:`~microsr.predict.engine.Predictor`) does
         not pay for it there. The result equals ``self(x)[..., crop:-crop, crop:-crop]``.
         """
         h, w = x.shape[-2:]

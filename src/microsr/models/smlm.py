@@ -4,7 +4,7 @@ Every model maps a normalised camera frame ``(N, 1, h, w)`` to a map
 ``(N, 1, h * scale, w * scale)`` of emitters per fine pixel (an emitter adds 1 in
 total), the targets of :func:`microsr.simulate.smlm.render_targets`. The DSIR
 models end in a ReLU; the others are linear, as Deep-STORM is, so their background
-hovers around zero (:func:`microsr.reconstruct.reconstruct` clips it at zero).
+hovers around zero (:func:`microsr.smlm.reconstruct.reconstruct` clips it at zero).
 
 - ``dsir``: the DSIR convolutional autoencoder (github.com/leaxp/Deep-Learning-Super-
   Resolution-Image-Reconstruction-DSIR) as published: the frame upsampled bilinearly
@@ -151,7 +151,7 @@ class DeepSTORM(nn.Module):
     """Deep-STORM's fully convolutional encoder-decoder on the frame upsampled by pixel replication.
 
     Its output is linear (a 1 x 1 convolution) as published; the L1 sparsity term
-    of :class:`~microsr.losses.BlurredMSELoss` keeps the background near zero.
+    of :class:`~microsr.models.losses.BlurredMSELoss` keeps the background near zero.
 
     Parameters
     ----------

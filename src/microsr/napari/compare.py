@@ -1,7 +1,7 @@
 """The Compare widget: score a prediction against a reference layer and map where they differ.
 
-It calls :mod:`microsr.metrics` only: PSNR, SSIM and NRMSE on a common intensity
-scale, and the SQUIRREL-style :func:`~microsr.metrics.error_map`.
+It calls :mod:`microsr.evaluate.metrics` only: PSNR, SSIM and NRMSE on a common intensity
+scale, and the SQUIRREL-style :func:`~microsr.evaluate.metrics.error_map`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 
 from microsr.errors import InputError
-from microsr.metrics import error_map, normalize_like, normalize_percentile, nrmse, psnr, ssim
+from microsr.evaluate.metrics import error_map, normalize_like, normalize_percentile, nrmse, psnr, ssim
 from microsr.napari._common import image_layer_box, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image
 
@@ -34,8 +34,8 @@ def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = 
         Images of the same shape.
     normalization
         ``FIT`` (default): the reference's 0.1/99.9 percentiles are mapped to 0/1
-        (:func:`~microsr.metrics.normalize_percentile`) and the prediction is fitted
-        to it by a gain and offset (:func:`~microsr.metrics.normalize_like`);
+        (:func:`~microsr.evaluate.metrics.normalize_percentile`) and the prediction is fitted
+        to it by a gain and offset (:func:`~microsr.evaluate.metrics.normalize_like`);
         ``PERCENTILE``: each image is mapped by its own percentiles, which penalises
         a prediction whose darkest pixels undershoot (ringing) over the whole
         background. PSNR and SSIM then use a data range of 1.
@@ -44,7 +44,7 @@ def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = 
     -------
     dict
         ``psnr`` (dB), ``ssim``, ``nrmse``, and ``error`` (the
-        :class:`~microsr.metrics.ErrorMap`, in the reference's units).
+        :class:`~microsr.evaluate.metrics.ErrorMap`, in the reference's units).
 
     Raises
     ------

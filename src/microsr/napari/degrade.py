@@ -1,6 +1,6 @@
 """The Degrade widget: preview a degradation ("crappifier") on an image layer, live.
 
-It calls :func:`microsr.data.degrade_image` exactly as ``microsr degrade`` does;
+It calls :func:`microsr.degrade.degrade_image` exactly as ``microsr degrade`` does;
 the pipeline is shown as the YAML that ``--degradation`` and training read, so
 any parameter of any step can be edited in place.
 """
@@ -15,8 +15,8 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, SpinBox, TextEdit
 from qtpy.QtCore import QTimer
 
-from microsr.data import degrade_image
 from microsr.degrade import PRESETS, Degradation, preset
+from microsr.degrade import degrade_image
 from microsr.errors import InputError
 from microsr.io import atomic_output
 from microsr.napari._common import image_layer_box, notify_error, run_in_thread, status_label

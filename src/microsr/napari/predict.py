@@ -1,8 +1,8 @@
 """The Predict widget: restore an image layer of any size with a trained model.
 
 It calls the same API as ``microsr predict``: :func:`microsr.load_model`, the
-pixel-size check (:func:`microsr.predict.check_pixel_size`, with *rescale* and
-*force*) and :class:`microsr.predict.Predictor`, whose ``on_tile`` hook drives
+pixel-size check (:func:`microsr.predict.engine.check_pixel_size`, with *rescale* and
+*force*) and :class:`microsr.predict.engine.Predictor`, whose ``on_tile`` hook drives
 the progress bar and cancellation. Nothing of the tiling is repeated here.
 """
 
@@ -28,9 +28,9 @@ from microsr.errors import InputError
 from microsr.io import Image, read_image
 from microsr.napari._common import Cancelled, image_layer_box, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image, resampled_placement
-from microsr.predict import DEFAULT_TILE, check_pixel_size, rescale_image
-from microsr.restorer import load_model
-from microsr.training import pick_device
+from microsr.predict.engine import DEFAULT_TILE, check_pixel_size, rescale_image
+from microsr.predict.restorer import load_model
+from microsr.runtime.device import pick_device
 
 if TYPE_CHECKING:
     import napari.viewer

@@ -38,7 +38,7 @@ from microsr.io import Image, write_image
 from microsr.models import list_models
 from microsr.napari._common import image_layer_box, layer_choices, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image, resampled_placement
-from microsr.restorer import load_model
+from microsr.predict.restorer import load_model
 from microsr.training import train
 
 if TYPE_CHECKING:

@@ -39,14 +39,13 @@ import numpy as np
 from scipy import ndimage
 
 from microsr.errors import InputError
+from microsr.optics import cutoff_frequency, ideal_otf, read_otf
 from microsr.simulate._ranges import parse_range, show_range
 
 __all__ = [
     "PRESETS",
     "SIMField",
     "SIMSimulation",
-    "cutoff_frequency",
-    "ideal_otf",
     "preset",
     "simulate_field",
 ]
@@ -56,31 +55,6 @@ Seed = int | np.random.Generator | np.random.SeedSequence | None
 _DRAW_STEP = 0.25  # filament points per target pixel: dense enough that a line looks continuous
 _HAZE_SIGMA_NM = 800.0  # correlation length of the smooth haze under the filaments
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-def cutoff_frequency(na: float, wavelength: float) -> float:
-    """Wide-field incoherent cut-off ``2 NA / wavelength`` (cycles per nm for a wavelength in nm).
-
-    Examples
-    --------
-    >>> round(1 / cutoff_frequency(1.2, 525.0), 1)  # finest resolvable period, nm
-    218.8
-    """
-    return 2.0 * na / wavelength
-
-
-def ideal_otf(rho: np.ndarray) -> np.ndarray:
-    """OTF of an aberration-free circular pupil at ``rho`` = frequency / cut-off.
-
-    ``(2 / π) (arccos ρ - ρ sqrt(1 - ρ²))`` for ``ρ < 1``, else 0.
-
-    Examples
-    --------
-    >>> ideal_otf(np.array([0.0, 0.5, 1.0, 2.0])).round(3).tolist()
-    [1.0, 0.391, 0.0, 0.0]
-    """
-    rho = np.minimum(np.abs(np.asarray(rho, dtype=np.float64)), 1.0)
-    return (2.0 / np.pi) * (np.arccos(rho) - rho * np.sqrt(1.0 - rho**2))
 
 
 def _frequencies(shape: tuple[int, int], pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +81,7 @@ class SIMSimulation:
         Numerical aperture and emission wavelength (nm) of the wide-field OTF.
     otf
         A measured radial OTF file to blur with instead (``.mrc`` or CSV, see
-        :func:`microsr.sim_reconstruct.read_otf`); its cut-off replaces ``2 NA / wavelength``.
+        :func:`microsr.optics.read_otf`); its cut-off replaces ``2 NA / wavelength``.
     angles, phases
         Pattern orientations (evenly spaced over 180°) and phase steps per orientation
         (evenly spaced over 360°).
@@ -395,8 +369,6 @@ def simulate_field(config: SIMSimulation, seed: Seed = None) -> SIMField:
 
 @functools.lru_cache(maxsize=4)
 def _measured_otf(path: str) -> Any:
-    from microsr.sim_reconstruct import read_otf  # it imports this module
-
     return read_otf(path)
 
 

@@ -15,7 +15,7 @@ bleaching), and are imaged as ThunderSTORM's data generator images them
 5. A/D conversion: electrons / (photoelectrons per A/D count) + base level,
    rounded and clipped to 16 bits.
 
-Positions follow :mod:`microsr.localize`'s convention: nanometres from the image's
+Positions follow :mod:`microsr.smlm.localize`'s convention: nanometres from the image's
 top-left corner, so pixel ``j`` spans ``[j, j + 1) * pixel_size``; frames are 1-based.
 
 The density is the number of emitters **on** per µm² in each frame (ThunderSTORM's
@@ -36,7 +36,8 @@ from scipy.special import erf
 
 from microsr.errors import InputError
 from microsr.simulate._ranges import parse_range, show_range
-from microsr.localize import LOCALIZATION_DTYPE, localization_table, render
+from microsr.smlm.render import render
+from microsr.smlm.table import LOCALIZATION_DTYPE, localization_table
 
 __all__ = [
     "PRESETS",
@@ -491,7 +492,7 @@ def render_frames(truth: np.ndarray, config: SMLMSimulation, frames: int, seed: 
 
     Examples
     --------
-    >>> from microsr.localize import localization_table
+    >>> from microsr.smlm.localize import localization_table
     >>> one = localization_table(1, 350.0, 750.0, 110.0, 5000.0)  # centre of row 7, column 3
     >>> stack = render_frames(one, SMLMSimulation(size=16), frames=1, seed=0)
     >>> np.unravel_index(stack[0].argmax(), stack[0].shape)
@@ -526,7 +527,7 @@ def render_targets(
     Each emitter's weight is split bilinearly between the four fine pixels around
     its position, so the target's weighted centroid is the exact position (a
     nearest-pixel delta, as in Deep-STORM, would be off by up to half a fine pixel);
-    :func:`microsr.localize.localize` recovers positions from such targets.
+    :func:`microsr.smlm.localize.localize` recovers positions from such targets.
 
     Parameters
     ----------
@@ -551,7 +552,7 @@ def render_targets(
 
     Examples
     --------
-    >>> from microsr.localize import localization_table
+    >>> from microsr.smlm.localize import localization_table
     >>> target = render_targets(localization_table(1, 56.25, 6.25), (2, 2), 100.0, frames=1)
     >>> target.shape, float(target.sum()), float(target[0, 0, 4])
     ((1, 16, 16), 1.0, 1.0)
@@ -582,7 +583,7 @@ def psf_photons(truth: np.ndarray, config: SMLMSimulation, frames: int) -> np.nd
 
     Examples
     --------
-    >>> from microsr.localize import localization_table
+    >>> from microsr.smlm.localize import localization_table
     >>> one = localization_table(1, 750.0, 750.0, 110.0, 1000.0)  # the centre of pixel (7, 7)
     >>> image = psf_photons(one, SMLMSimulation(size=16), frames=1)
     >>> round(float(image.sum()), 1), np.unravel_index(image[0].argmax(), image[0].shape)
@@ -597,7 +598,7 @@ def psf_photons(truth: np.ndarray, config: SMLMSimulation, frames: int) -> np.nd
 def _check_emitters(truth: np.ndarray) -> np.ndarray:
     """The emitters sorted by frame, after checking that they can be imaged."""
     if not isinstance(truth, np.ndarray) or truth.dtype != LOCALIZATION_DTYPE:
-        raise InputError("the emitters must be a localization table (see microsr.localize.localization_table).")
+        raise InputError("the emitters must be a localization table (see microsr.smlm.table.localization_table).")
     if not (np.isfinite(truth["sigma"]).all() and (truth["sigma"] > 0).all() and np.isfinite(truth["intensity"]).all()):
         raise InputError("every emitter needs a positive PSF sigma (nm) and a finite intensity (photons) to be imaged.")
     return truth[np.argsort(truth["frame"], kind="stable")]

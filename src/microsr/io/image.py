@@ -1,4 +1,4 @@
-"""Read and write microscopy images as lazy dask arrays.
+"""Read and write microscopy images as lazy dask arrays, whole or in streamed bands of rows.
 
 Formats: TIFF / OME-TIFF / ImageJ TIFF, OME-Zarr (NGFF 0.4 and 0.5) and PNG/JPEG.
 Every image comes back as an :class:`Image` whose axes are a subset of ``TCZYX`` in
@@ -13,11 +13,7 @@ import functools
 import logging
 import math
 import os
-import platform
-import secrets
-import shutil
 import threading
-import time
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,41 +30,29 @@ import zarr
 from dask.base import tokenize
 
 from microsr.errors import InputError
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-    import msvcrt
+from microsr.io.files import PathLike
+from microsr.io.files import _PIL_SUFFIXES, _READ_SUFFIXES, _TIFF_SUFFIXES, _is_zarr, atomic_output, check_output
 
 __all__ = [
     "CANONICAL_AXES",
     "Image",
-    "atomic_output",
     "available_memory",
     "check_finite",
     "check_image_output",
     "check_memory",
-    "check_output",
     "check_streamable",
     "RowWriter",
-    "find_images",
     "in_memory",
-    "output_lock",
     "open_row_writer",
     "read_image",
     "select_planes",
     "write_image",
 ]
 
-PathLike = str | os.PathLike[str]
 # What each format reader returns: data, the file's axis letters, X / Y / Z sizes in nm.
 _Read = tuple[da.Array, str, float | None, float | None, float | None]
 
 CANONICAL_AXES = "TCZYX"
-_TIFF_SUFFIXES = (".tif", ".tiff")
-_PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-_READ_SUFFIXES = (*_TIFF_SUFFIXES, ".ome.tif", ".ome.tiff", ".zarr", ".ome.zarr", *_PIL_SUFFIXES)
 _WRITE_SUFFIXES = (*_TIFF_SUFFIXES, ".ome.tif", ".ome.tiff", ".zarr", ".ome.zarr", ".png")
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -397,54 +381,6 @@ def select_planes(image: Image, index: Mapping[str, int] | None) -> Image:
         key[image.axes.index(axis)] = position
     axes = "".join(a for a in image.axes if a not in index)
     return image.replace(data=image.data[tuple(key)], axes=axes)
-
-
-def find_images(paths: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Expand files and folders into the image paths they name, folders sorted by name.
-
-    A folder that is itself an OME-Zarr image counts as one image; any other folder
-    contributes its readable files and OME-Zarr folders (not recursively).
-
-    Parameters
-    ----------
-    paths
-        One path or several.
-
-    Returns
-    -------
-    list of Path
-
-    Raises
-    ------
-    InputError
-        If a path does not exist, or a folder holds no readable image.
-
-    Examples
-    --------
-    >>> from microsr.samples import sample_path
-    >>> [p.name for p in find_images(sample_path().parent)]
-    ['filaments.tif']
-    """
-    found: list[Path] = []
-    for path in [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]:
-        if not path.exists():
-            raise InputError(f"{path}: file or folder not found. Check the path.")
-        if not path.is_dir() or _is_zarr(path):
-            found.append(path)
-            continue
-        images = sorted(p for p in path.iterdir() if _is_zarr(p) or (p.is_file() and _is_readable_name(p)))
-        if not images:
-            raise InputError(f"{path}: no images in this folder (readable types: {', '.join(_READ_SUFFIXES)}).")
-        found.extend(images)
-    return found
-
-
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
-
-
-def _is_readable_name(path: Path) -> bool:
-    return path.name.lower().endswith(_READ_SUFFIXES) and not path.name.startswith(".")
 
 
 def _reader_for(path: Path) -> Callable[[Path], _Read]:
@@ -811,79 +747,6 @@ def write_image(
     return path
 
 
-@contextmanager
-def atomic_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
-    """Yield a temporary path to write to; it becomes ``path`` only if the block succeeds.
-
-    The temporary path is in the same folder (so the final rename is atomic) and keeps
-    the final suffix, e.g. ``out.tmp-1a2b3c4d.tif`` for ``out.tif``, so format-guessing
-    writers still work. It may be a file or a folder. On success it is renamed to
-    ``path``; an existing ``path`` is replaced only after the new output is complete.
-    On any exception it is deleted.
-
-    Parameters
-    ----------
-    path
-        The final output path.
-    overwrite
-        Allow replacing an existing ``path``.
-    inputs
-        Paths that must never be replaced, even with ``overwrite`` (compared after
-        resolving symlinks; an input inside an output folder counts too).
-
-    Raises
-    ------
-    InputError
-        If ``path`` is one of ``inputs``, exists and ``overwrite`` is false, or its
-        folder does not exist.
-
-    Examples
-    --------
-    >>> with atomic_output("model.pt", overwrite=True) as temporary:  # doctest: +SKIP
-    ...     torch.save(state, temporary)
-    """
-    path = Path(path)
-    check_output(path, overwrite, inputs)
-    temporary = path.with_name(f"{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
-    try:
-        yield temporary
-        _move_into_place(temporary, path, overwrite)
-    finally:
-        _remove(temporary)
-
-
-def check_output(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> None:
-    """Raise :class:`InputError` unless ``path`` may be written (the checks of :func:`atomic_output`).
-
-    Lets a long computation fail before it starts rather than when it writes.
-    ``path`` must not be one of ``inputs``, contain one, or lie inside one (e.g. in
-    an input ``.zarr`` folder); its folder must exist; an existing ``path`` needs
-    ``overwrite``.
-
-    Examples
-    --------
-    >>> check_output("cells.zarr/out.tif", inputs=["cells.zarr"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    microsr.errors.InputError: cells.zarr/out.tif: this output would replace or be inside the input .../cells.zarr; ...
-    """
-    path = Path(path)
-    resolved = path.resolve()
-    for source in inputs:
-        source = Path(source).resolve()
-        if source == resolved or source.is_relative_to(resolved) or resolved.is_relative_to(source):
-            raise InputError(
-                f"{path}: this output would replace or be inside the input {source}; choose another output path."
-            )
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the folder {path.parent} does not exist; create it first.")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write in the folder {path.parent} (no permission or a read-only disk); "
-                         "choose a folder you can write to.")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise InputError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
-
-
 def check_image_output(
     path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike] = (), dtype: Any = None
 ) -> None:
@@ -907,96 +770,6 @@ def check_image_output(
         raise InputError(f"{path}: PNG holds uint8 or uint16 pixels, not {np.dtype(dtype)}; write a .tif or "
                          ".ome.zarr instead.")
     check_output(path, overwrite, inputs)
-
-
-@contextmanager
-def output_lock(path: PathLike) -> Iterator[None]:
-    """Hold ``PATH.lock`` while writing ``path``, so a second writer is refused instead of corrupting it.
-
-    The lock file holds the writer's process ID, for the message a second writer
-    gets. The operating system releases the lock when its process ends, however it
-    ends, so a lock file left by a killed run is stale and simply taken over. The
-    file is removed on exit.
-
-    Raises
-    ------
-    InputError
-        If another process is writing ``path``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> target = Path(tempfile.mkdtemp()) / "out.tif"
-    >>> with output_lock(target):
-    ...     target.with_name("out.tif.lock").read_text().split()[0] == str(os.getpid())
-    True
-    """
-    lock = Path(path).with_name(Path(path).name + ".lock")
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise InputError(f"{lock}: cannot create the lock file ({exc.strerror}); choose a folder you "
-                             "can write to.") from exc
-        try:
-            _lock_file(fd)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").split()
-            os.close(fd)
-            who = f"process {holder[0]} ({' '.join(holder[1:])})" if holder else "another process"
-            raise InputError(f"{path} is being written by {who}; wait for it to finish or choose another "
-                             "output.") from None
-        # A writer that finished between our open and lock removed the file we locked: lock the new one.
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')} on {platform.node()}\n".encode())
-        yield
-    finally:
-        lock.unlink(missing_ok=True)  # while still holding it, so no one locks a file about to vanish
-        os.close(fd)
-
-
-def _lock_file(fd: int) -> None:
-    """Take an exclusive lock on ``fd`` without waiting; BlockingIOError if another process holds it."""
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError as exc:
-        raise BlockingIOError(str(exc)) from exc
-
-
-def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise InputError(f"{path} appeared while this output was being written (another process?); "
-                         "pass --overwrite to replace it, or choose another output.")
-    if not (path.exists() or path.is_symlink()) or not (temporary.is_dir() or path.is_dir()):
-        os.replace(temporary, path)
-        return
-    # A folder cannot atomically replace another: move the old one aside first.
-    aside = path.with_name(f"{path.stem}.old-{secrets.token_hex(4)}{path.suffix}")
-    os.replace(path, aside)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        os.replace(aside, path)
-        raise
-    _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _as_image(
@@ -1046,7 +819,7 @@ def _check_write_suffix(path: Path) -> None:
 class RowWriter:
     """Writes float32 rows of an image's planes straight into the file that will be the output.
 
-    For streaming predictions (:class:`microsr.partial_output.PartialOutput`): blocks
+    For streaming predictions (:class:`microsr.io.partial.PartialOutput`): blocks
     arrive band by band, left to right, rows in order within each plane. Open one with
     :func:`open_row_writer`. A TIFF's rows go to their place in the file at once; an
     OME-Zarr's are gathered until whole rows of chunks are done, then written with the

@@ -18,7 +18,7 @@ fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
 on its width, with kept cores).
 
 Streaming writes the output in its final format inside ``OUTPUT.partial`` (with a
-``progress.json`` naming the finished rows, :mod:`microsr.partial_output`): a TIFF's
+``progress.json`` naming the finished rows, :mod:`microsr.io.partial`): a TIFF's
 rows in place, an OME-Zarr's pyramid level by level from each band as it passes.
 When it is complete it is moved into place atomically. An interrupted run leaves
 ``OUTPUT.partial`` behind and ``resume=True`` continues it.
@@ -42,19 +42,21 @@ from rich.progress import Progress
 from skimage.transform import resize
 from torch import nn
 
-from microsr.data import PercentileNormalizer, frame_window
-from microsr.allocator import reuse_freed_memory
+from microsr.data.datasets import frame_window
+
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import (
     Image, check_finite, check_image_output, check_memory, check_output, output_lock,
 )
+from microsr.io import PathLike
+from microsr.io.partial import PartialOutput
 from microsr.models import call_cropped, receptive_field, takes_crop, to_channels_last
-from microsr.partial_output import PartialOutput
-from microsr.precision import autocast, resolve_precision
+from microsr.runtime.allocator import reuse_freed_memory
+from microsr.runtime.precision import autocast, resolve_precision
 
 __all__ = ["BLEND_MARGIN", "DEFAULT_TILE", "Predictor", "check_pixel_size", "rescale_image", "tiles_per_batch"]
 
-PathLike = str | os.PathLike[str]
 
 _PIXEL_SIZE_TOLERANCE = 0.10
 BLEND_MARGIN = 8
@@ -256,7 +258,7 @@ class Predictor:
         Where the model runs; tiles are moved there and outputs back to the CPU.
     precision
         ``"auto"`` (the faster of float32 and bfloat16 for this model, measured once per machine),
-        ``"fp32"``, ``"bf16"`` or ``"fp16"``: see :mod:`microsr.precision`. Outputs are
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``: see :mod:`microsr.runtime.precision`. Outputs are
         float32 whatever the precision.
     progress
         Show a progress bar over tiles.
@@ -387,7 +389,7 @@ class Predictor:
         The output's pixel size is the input's divided by ``scale`` (Z spacing kept).
         The output is written inside ``OUTPUT.partial`` in its final format (an
         uncompressed TIFF, or OME-Zarr with a pyramid, as :func:`microsr.io.write_image`
-        writes them) with a ``progress.json`` (see :mod:`microsr.partial_output`); when
+        writes them) with a ``progress.json`` (see :mod:`microsr.io.partial`); when
         all rows are done it is moved to ``output`` atomically. Disk use is the output's size.
 
         Parameters

@@ -9,7 +9,7 @@ import pytest
 
 from microsr.cli import main
 from microsr.models import create_model
-from microsr.predict import Predictor
+from microsr.predict.engine import Predictor
 
 
 def _predict_mps() -> float:

@@ -1,4 +1,4 @@
-"""Training data: normalisation, train/validation split by tile position, and pair datasets.
+"""Training data: train/validation split by tile position, pair datasets and their loader.
 
 Every dataset yields ``(input, target)`` float32 tensors shaped ``(k, h, w)`` and
 ``(1, h * s, w * s)``: ``k`` adjacent frames in, the centre frame out, ``s`` the scale.
@@ -25,27 +25,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from microsr.data.normalize import PercentileNormalizer, _name, _read
 from microsr.degrade import Degradation
 from microsr.errors import InputError
-from microsr.io import Image, check_finite, in_memory
+from microsr.io import Image, check_finite
 
 __all__ = [
     "CallablePairs",
     "DegradedPairs",
     "PairedImages",
-    "PercentileNormalizer",
     "Region",
     "TileSample",
     "IN_MEMORY_BYTES",
     "default_workers",
-    "degrade_image",
     "epoch_loader",
     "flip_rotate",
     "frame_window",
@@ -57,235 +56,7 @@ Split = Literal["train", "val"]
 IN_MEMORY_BYTES = 256 * 2**20
 """Training images up to this size are loaded whole; larger ones are read tile by tile.
 Reading a tile through dask costs about 3.5 ms, a third of a training step's data time."""
-_DEGRADE_COPIES = 9
-"""float32 arrays of the image's size :func:`degrade_image` holds at its peak: measured (peak RSS over
-the input, 4096² uint16) 5.8 for the poisson, gaussian and clean presets at scale 4, 6.3 for poisson at
-scale 2, 7.8 for poisson-noise-first and 8.0 for pssr; one more for margin."""
 _SPLIT_CODE = {"train": 0, "val": 1}
-
-
-def _name(image: Image | np.ndarray) -> str:
-    if isinstance(image, Image) and image.path is not None:
-        return str(image.path)
-    return "in-memory image"
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
-@dataclass(frozen=True)
-class PercentileNormalizer:
-    """Map intensities so that the ``low`` percentile becomes 0 and ``high`` becomes 1.
-
-    An unfitted normaliser (``lo``/``hi`` unset) only records the percentiles; the
-    datasets and prediction fit it to each image separately, so a checkpoint storing
-    :meth:`to_dict` makes prediction normalise exactly as training did. A fitted one
-    applies its fixed ``lo``/``hi`` to any data.
-
-    For a constant image (``hi == lo``) :meth:`fit` uses ``hi = lo + 1``, so the image
-    maps to 0 instead of dividing by zero.
-
-    Parameters
-    ----------
-    low, high : float
-        Percentiles (0-100) mapped to 0 and 1.
-    lo, hi : float or None
-        Fitted intensities of those percentiles; ``None`` until :meth:`fit`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> norm = PercentileNormalizer(low=0, high=100).fit(np.arange(11.0))
-    >>> norm(np.array([0.0, 5.0, 10.0])).tolist()
-    [0.0, 0.5, 1.0]
-    >>> PercentileNormalizer.from_dict(norm.to_dict()) == norm
-    True
-    """
-
-    low: float = 0.1
-    high: float = 99.9
-    lo: float | None = None
-    hi: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.low < self.high <= 100:
-            raise InputError(
-                f"normalisation percentiles low={self.low}, high={self.high}: need "
-                "0 <= low < high <= 100, e.g. low=0.1, high=99.9."
-            )
-
-    @property
-    def fitted(self) -> bool:
-        """Whether ``lo`` and ``hi`` are set."""
-        return self.lo is not None and self.hi is not None
-
-    def fit(
-        self,
-        image: Image | np.ndarray,
-        *,
-        max_tiles: int = 32,
-        tile: int = 256,
-        seed: int = 0,
-    ) -> PercentileNormalizer:
-        """Return a copy with ``lo``/``hi`` set to the percentiles of ``image``.
-
-        An image with more than ``max_tiles * tile**2`` pixels is estimated from
-        ``max_tiles`` tiles at seeded random positions (and frames), so a huge lazy
-        image is never loaded whole.
-
-        Parameters
-        ----------
-        image : Image or numpy.ndarray
-            Intensities; any leading axes.
-        max_tiles, tile : int
-            Sample size for large images.
-        seed : int
-            Seed for the tile positions.
-
-        Returns
-        -------
-        PercentileNormalizer
-            The fitted normaliser.
-
-        Examples
-        --------
-        >>> PercentileNormalizer(0, 100).fit(np.full((4, 4), 7.0)).hi
-        8.0
-        """
-        data = image.data if isinstance(image, Image) else np.asarray(image)
-        sample = _percentile_sample(data, max_tiles, tile, seed)
-        check_finite(sample, _name(image))
-        lo, hi = np.percentile(sample, [self.low, self.high])
-        if hi <= lo:
-            hi = lo + 1.0
-        return replace(self, lo=float(lo), hi=float(hi))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Normalise ``x``: ``(x - lo) / (hi - lo)`` as float32."""
-        lo, hi = self._bounds()
-        return ((np.asarray(x, dtype=np.float32) - lo) / (hi - lo)).astype(np.float32, copy=False)
-
-    def denormalize(self, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Undo :meth:`__call__`: ``y * (hi - lo) + lo`` as float32, into ``out`` if given (it may be ``y``).
-
-        Examples
-        --------
-        >>> y = np.array([0.0, 0.5, 1.0], np.float32)
-        >>> PercentileNormalizer(lo=10.0, hi=20.0).denormalize(y, out=y).tolist(), y.tolist()
-        ([10.0, 15.0, 20.0], [10.0, 15.0, 20.0])
-        """
-        lo, hi = self._bounds()
-        scaled = np.multiply(np.asarray(y, dtype=np.float32), hi - lo, out=out, dtype=np.float32)
-        return np.add(scaled, lo, out=scaled, dtype=np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Parameters as a plain dict (``lo``/``hi`` only when fitted)."""
-        d: dict[str, Any] = {"type": "percentile", "low": self.low, "high": self.high}
-        if self.fitted:
-            d.update(lo=self.lo, hi=self.hi)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PercentileNormalizer:
-        """Inverse of :meth:`to_dict`."""
-        if d.get("type", "percentile") != "percentile":
-            raise InputError(f"normaliser type {d['type']!r}: only 'percentile' is supported.")
-        return cls(low=d["low"], high=d["high"], lo=d.get("lo"), hi=d.get("hi"))
-
-    def _bounds(self) -> tuple[float, float]:
-        if self.lo is None or self.hi is None:
-            raise InputError("PercentileNormalizer is not fitted; call .fit(image) first.")
-        return self.lo, self.hi
-
-
-def _percentile_sample(data: Any, max_tiles: int, tile: int, seed: int) -> np.ndarray:
-    if math.prod(data.shape) <= max_tiles * tile * tile:
-        return _read(data, ...)
-    *lead, height, width = data.shape
-    rng = np.random.default_rng(seed)
-    th, tw = min(tile, height), min(tile, width)
-    tiles = []
-    for _ in range(max_tiles):
-        index = tuple(int(rng.integers(n)) for n in lead)
-        y, x = int(rng.integers(height - th + 1)), int(rng.integers(width - tw + 1))
-        tiles.append(_read(data, index + (slice(y, y + th), slice(x, x + tw))))
-    return np.stack(tiles)
-
-
-def _read(data: Any, index: Any) -> np.ndarray:
-    """``data[index]`` of a dask or numpy array as float32, reading only that part."""
-    part = data[index]
-    if hasattr(part, "compute"):
-        # synchronous: a tile is a handful of chunks, and thread pools inside
-        # DataLoader workers only add overhead.
-        part = part.compute(scheduler="synchronous")
-    return np.asarray(part, dtype=np.float32)
-
-
-def degrade_image(
-    image: Image,
-    degradation: Degradation,
-    *,
-    seed: int | np.random.Generator | None = 0,
-    normalizer: PercentileNormalizer | None = None,
-) -> Image:
-    """Degrade a whole image exactly as training degrades its tiles, keeping its units.
-
-    The image is normalised (percentiles fitted to it unless ``normalizer`` is fitted),
-    degraded, mapped back to its intensity range and cast to its dtype (integers are
-    rounded and clipped, so 16-bit data stays 16-bit). The result is loaded in memory.
-
-    Parameters
-    ----------
-    image : Image
-        High-resolution image, any leading axes; all of them share one draw of the
-        degradation's parameters, with independent noise per pixel.
-    degradation : Degradation
-        Pipeline to apply.
-    seed : int, numpy.random.Generator or None
-        Seed of the degradation's random draws.
-    normalizer : PercentileNormalizer, optional
-        Normalisation; default ``PercentileNormalizer()`` fitted to ``image``.
-
-    Returns
-    -------
-    Image
-        The degraded image, with pixel size ``degradation.output_pixel_size(image.pixel_size)``
-        and no ``path``.
-
-    Raises
-    ------
-    InputError
-        If the image contains NaN or infinite values.
-
-    Examples
-    --------
-    >>> from microsr.degrade import preset
-    >>> hr = Image(np.full((64, 64), 1000, np.uint16), "YX", pixel_size=2.0)
-    >>> lr = degrade_image(hr, preset("clean", scale=4))
-    >>> lr.shape, lr.dtype, lr.pixel_size
-    ((16, 16), dtype('uint16'), 8.0)
-    """
-    if min(image.shape[-2:]) < degradation.scale:
-        raise InputError(
-            f"{_name(image)}: the image is {' × '.join(map(str, image.shape[-2:]))} pixels, smaller than one "
-            f"low-resolution pixel at scale {degradation.scale}; give an image of at least "
-            f"{degradation.scale} × {degradation.scale} pixels (much larger to be useful)."
-        )
-    hr = in_memory(image, np.float32, copies=_DEGRADE_COPIES)
-    check_finite(hr, _name(image))
-    normalizer = normalizer or PercentileNormalizer()
-    if not normalizer.fitted:
-        normalizer = normalizer.fit(hr)
-    lr = normalizer.denormalize(degradation(normalizer(hr), seed=seed, pixel_size=image.pixel_size))
-    if np.issubdtype(image.dtype, np.integer):
-        limits = np.iinfo(image.dtype)
-        lr = np.clip(np.rint(lr), limits.min, limits.max).astype(image.dtype)
-    return image.replace(
-        data=lr,
-        pixel_size=degradation.output_pixel_size(image.pixel_size),
-        path=None,
-    )
 
 
 # --------------------------------------------------------------------------- geometry

@@ -39,11 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from microsr.errors import InputError
-from microsr.io import Image, atomic_output, open_row_writer
+from microsr.io.files import PathLike
+from microsr.io.files import atomic_output
+from microsr.io.image import Image, open_row_writer
 
 __all__ = ["PartialOutput"]
 
-PathLike = str | os.PathLike[str]
 
 _PROGRESS_FILE = "progress.json"
 

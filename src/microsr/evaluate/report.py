@@ -1,6 +1,6 @@
 """The benchmark's HTML report: one self-contained file, figures embedded as base64 PNG.
 
-:func:`write_report` turns what :func:`microsr.benchmark.benchmark` computed (the
+:func:`write_report` turns what :func:`microsr.evaluate.benchmark.benchmark` computed (the
 ``summary.json`` content, the ``metrics.csv`` rows and a :class:`Figure` per image)
 into ``report.html``, which opens in any browser with no other files.
 """

@@ -17,14 +17,11 @@ import torch
 from torch import nn
 
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into
-from microsr.consistency import consistency_map
-from microsr.data import PercentileNormalizer
-from microsr.degrade import Degradation
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
-from microsr.io import Image, read_image, write_image
-from microsr.metrics import ErrorMap
+from microsr.io import Image, read_image
 from microsr.models import create_model
-from microsr.predict import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
+from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
 __all__ = ["Restorer", "load_model"]
 
@@ -64,13 +61,13 @@ class Restorer:
 
     def predictor(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int | None = None,
                   precision: str = "auto", progress: bool = False) -> Predictor:
-        """A :class:`~microsr.predict.Predictor` applying this model as it was trained."""
+        """A :class:`~microsr.predict.engine.Predictor` applying this model as it was trained."""
         channels = (self.info.get("run") or {}).get("data", {}).get("channels")
         if channels:
             raise InputError(
                 f"{self.path}: this model reads frames {channels} of each acquisition as channels (a SIM or SRRF "
                 "model), not a sliding window of a stack; apply it with `microsr sim predict MODEL RAW -o OUT` "
-                "(Python: microsr.sim_reconstruct.predict_sim)."
+                "(Python: microsr.sim.network.predict_sim)."
             )
         radius = self.info.get("receptive_field")
         # Recorded at training, the receptive field need not be measured again: tiles that see all of
@@ -113,68 +110,17 @@ class Restorer:
         """Restore an image file of any size into `output` (OME-Zarr or TIFF), streaming tile by tile.
 
         The input's pixel size is checked against the model's (see
-        :func:`~microsr.predict.check_pixel_size`); `rescale` resamples the input to the
+        :func:`~microsr.predict.engine.check_pixel_size`); `rescale` resamples the input to the
         model's pixel size first, `force` proceeds anyway. The output pixel size is the
         input's divided by the scale.
         """
-        image = self._model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
+        image = self.model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
         return self.predictor(**options).predict_to_file(image, output, overwrite=overwrite, resume=resume,
                                                         inputs=[source])
 
-    def consistency(self, image: Image | np.ndarray, prediction: Image | np.ndarray) -> ErrorMap:
-        """How well `prediction`, degraded back with this model's degradation, matches its input `image`.
-
-        See :func:`microsr.consistency.consistency_map`; `image` is the input as the model
-        received it.
-
-        Raises
-        ------
-        InputError
-            If the model was trained on real pairs and so has no degradation to apply.
-        """
-        spec = self.info.get("degradation")
-        if spec is None:
-            raise InputError(
-                f"{self.path}: this model was trained on real image pairs, so it has no degradation "
-                "to check its predictions' consistency with."
-            )
-        return consistency_map(image, prediction, Degradation.from_dict(spec))
-
-    def consistency_file(
-        self,
-        source: str | os.PathLike[str],
-        prediction: str | os.PathLike[str],
-        output: str | os.PathLike[str],
-        *,
-        axes: str | None = None,
-        pixel_size: float | None = None,
-        rescale: bool = False,
-        force: bool = False,
-        overwrite: bool = False,
-    ) -> ErrorMap:
-        """Write the consistency map of the prediction file `prediction` of input `source` to `output`.
-
-        The options are those the prediction was made with (see :meth:`predict_file`),
-        so the input is read exactly as the model received it. The map is on the
-        input's grid, in its intensity units and with its pixel size; the prediction is
-        read lazily, so it may be larger than memory.
-
-        Examples
-        --------
-        >>> restorer = load_model("my_model")  # doctest: +SKIP
-        >>> restorer.predict_file("cells.tif", "restored.tif")  # doctest: +SKIP
-        >>> restorer.consistency_file("cells.tif", "restored.tif", "consistency.tif").rsp  # doctest: +SKIP
-        0.98
-        """
-        image = self._model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
-        result = self.consistency(image, read_image(prediction))
-        write_image(output, image.replace(data=result.map, path=None), overwrite=overwrite,
-                    inputs=[source, prediction])
-        return result
-
-    def _model_input(
-        self, source: str | os.PathLike[str], *, axes: str | None, pixel_size: float | None, rescale: bool,
-        force: bool,
+    def model_input(
+        self, source: str | os.PathLike[str], *, axes: str | None = None, pixel_size: float | None = None,
+        rescale: bool = False, force: bool = False,
     ) -> Image:
         """`source` read as the model receives it: pixel size checked, resampled when `rescale`."""
         image = read_image(source, axes=axes, pixel_size=pixel_size)

@@ -25,11 +25,11 @@ from typing import NamedTuple
 import numpy as np
 
 from microsr.errors import InputError
+from microsr.io import PathLike
 from microsr.io import atomic_output, check_finite, check_memory, read_image, write_image
 
 __all__ = ["ESRRFSettings", "SRRFTargets", "default_cache", "esrrf", "srrf_targets"]
 
-PathLike = str | os.PathLike[str]
 
 INPUTS_DIR, TARGETS_DIR = "inputs", "targets"
 

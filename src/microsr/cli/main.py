@@ -14,11 +14,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from microsr import __version__, cli_sim, cli_smlm
+from microsr import __version__
+from microsr.cli import sim as cli_sim
+from microsr.cli import smlm as cli_smlm
+from microsr.cli.options import AxesOption, PixelSizeOption, PrecisionOption, ThreadsOption, err, out, set_threads
 from microsr.errors import InputError
 
 app = typer.Typer(
@@ -33,35 +35,6 @@ app = typer.Typer(
 app.add_typer(cli_smlm.app, name="smlm")
 app.add_typer(cli_sim.sim_app, name="sim")
 app.add_typer(cli_sim.srrf_app, name="srrf")
-
-# Resolved at print time so output follows sys.stdout/sys.stderr even when they are swapped (tests, notebooks).
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-AxesOption = Annotated[
-    str | None,
-    typer.Option(help="Axes of the data as stored, e.g. YX, ZYX, TYX, YXC; overrides the file's metadata."),
-]
-PixelSizeOption = Annotated[
-    float | None,
-    typer.Option("--pixel-size", help="Pixel size in nm; overrides the file's metadata."),
-]
-PrecisionOption = Annotated[
-    str | None,
-    typer.Option(help="auto (the fastest of fp32 and bf16, measured once on this machine: `microsr system`), "
-                      "fp32, bf16 or fp16."),
-]
-ThreadsOption = Annotated[
-    int | None, typer.Option(min=1, help="CPU threads for PyTorch (default: one per physical core).")
-]
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -202,7 +175,7 @@ def degrade(
     pipeline = _override(pipeline, "poisson", "photons", _parse_range(photons, "--photons"), "--photons")
     pipeline = _override(pipeline, "gaussian", "sigma", _parse_range(read_noise, "--read-noise"), "--read-noise")
     pipeline = _override(pipeline, "blur", "sigma", _parse_range(blur, "--blur"), "--blur")
-    from microsr.data import degrade_image
+    from microsr.degrade import degrade_image
     from microsr.io import atomic_output, write_image
 
     lr = degrade_image(hr, pipeline, seed=seed)
@@ -269,7 +242,7 @@ def train_command(
         run["model"] = {"name": model, "kwargs": {}}
     if not run["data"].get("hr"):
         raise InputError("no training images: give --hr IMAGE_OR_FOLDER or a configuration file with data.hr.")
-    _set_threads(threads)
+    set_threads(threads)
     record = train(run, output, resume=resume)
     out.print(
         f"[bold]{output}[/bold]: val PSNR {record['val_psnr']:.2f} dB (bicubic {record['bicubic_psnr']:.2f} dB) "
@@ -307,15 +280,15 @@ def predict(
     2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work;
     memory stays constant however large the image is.
     """
-    from microsr.consistency import consistency_path
+    from microsr.evaluate.consistency import consistency_file, consistency_path
     from microsr.io import check_image_output
-    from microsr.restorer import load_model
-    from microsr.training import pick_device
+    from microsr.predict.restorer import load_model
+    from microsr.runtime.device import pick_device
 
     check_image_output(output, overwrite, [image, model], dtype=np.float32)
     if consistency:
         check_image_output(consistency_path(output), overwrite, [image, model], dtype=np.float32)
-    _set_threads(threads)
+    set_threads(threads)
     restorer = load_model(model)
     as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}
     written = restorer.predict_file(
@@ -326,7 +299,7 @@ def predict(
     if consistency:
         target = consistency_path(written)
         with err.status("Degrading the prediction back for its consistency map…"):
-            result = restorer.consistency_file(image, written, target, overwrite=overwrite, **as_input)
+            result = consistency_file(restorer, image, written, target, overwrite=overwrite, **as_input)
         out.print(f"wrote {target}: RSE {result.rse:.4g} (input units), RSP {result.rsp:.4f} (1 = consistent)")
 
 
@@ -349,13 +322,13 @@ def bench(
     """
     import json
 
-    from microsr.bench import run_bench
+    from microsr.perf import run_bench
     from microsr.io import atomic_output, check_output
-    from microsr.training import pick_device
+    from microsr.runtime.device import pick_device
 
     if json_path is not None:
         check_output(json_path, overwrite=True)
-    _set_threads(threads)
+    set_threads(threads)
     with err.status("Benchmarking (about a minute)…"):
         result = run_bench(model, scale=scale, device=pick_device(device), precision=precision, size=size)
     table = Table(title=f"microsr bench: {model} x{scale} on {result.device}, {result.threads} threads")
@@ -400,10 +373,10 @@ def system(
     import torch
 
     from microsr.models import create_model
-    from microsr.precision import cache_dir, hardware_name, measure_precision
-    from microsr.training import pick_device
+    from microsr.runtime.precision import cache_dir, hardware_name, measure_precision
+    from microsr.runtime.device import pick_device
 
-    _set_threads(threads)
+    set_threads(threads)
     target = pick_device(device)
     net = create_model(model, scale=scale).to(target, memory_format=torch.channels_last)
     with err.status("Timing fp32 and bf16 on the model's layers…"):
@@ -523,8 +496,8 @@ def benchmark_command(
     decorrelation resolution per image and method go to OUTPUT/metrics.csv, their means to
     summary.json, and crops, error maps and tables to the self-contained report.html.
     """
-    from microsr.benchmark import benchmark
-    from microsr.training import pick_device
+    from microsr.evaluate.benchmark import benchmark
+    from microsr.runtime.device import pick_device
 
     result = benchmark(model, hr, lr, output, vs=vs or (), seed=seed, pixel_size=pixel_size,
                        device=pick_device(device), tile=tile, overwrite=overwrite, progress=True)

@@ -1,7 +1,7 @@
 """``microsr smlm``: simulate SMLM stacks, train reconstruction models, reconstruct stacks, score localizations.
 
 A thin shell over :mod:`microsr.simulate.smlm`, :mod:`microsr.training`,
-:mod:`microsr.reconstruct` and :mod:`microsr.localize`, mounted by :mod:`microsr.cli`
+:mod:`microsr.smlm.reconstruct` and :mod:`microsr.smlm.localize`, mounted by :mod:`microsr.cli`
 as the ``smlm`` subcommand group. User errors are :class:`~microsr.errors.InputError`,
 which ``microsr``'s entry point prints as one line (exit code 2).
 """
@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from microsr.cli.options import set_threads
 from microsr.errors import InputError
 
 app = typer.Typer(
@@ -73,7 +74,7 @@ def simulate(
     intensity [photon]; frames 1-based) of every emitter on in every frame.
     """
     from microsr.io import atomic_output, read_image, write_image
-    from microsr.localize import write_localizations
+    from microsr.smlm.table import write_localizations
     from microsr.simulate.smlm import SMLMSimulation, simulate_stack
     from microsr.simulate.smlm import preset as named_preset
 
@@ -159,7 +160,6 @@ def train(
     For your microscope: `microsr smlm calibrate STACK -o simulation.yaml`, then
     `microsr smlm train --simulation simulation.yaml -o MODEL --minutes 20`.
     """
-    from microsr.cli import _set_threads
     from microsr.config import load_config
     from microsr.training import train as run_training
 
@@ -185,7 +185,7 @@ def train(
     run.update({k: v for k, v in {"scale": scale, "loss": loss}.items() if v is not None})
     if model is not None:
         run["model"] = {"name": model, "kwargs": {}}
-    _set_threads(threads)
+    set_threads(threads)
     record = run_training(run, output, resume=resume)
     out.print(
         f"[bold]{output}[/bold] (last epoch): validation Jaccard {_percent(record['val_jaccard_100'])} at 100 nm, "
@@ -229,7 +229,7 @@ def calibrate(
     with comments for `microsr smlm train --simulation OUTPUT`.
     """
     from microsr.io import check_output
-    from microsr.reconstruct import read_stack
+    from microsr.smlm.reconstruct import read_stack
     from microsr.simulate.calibrate import calibrate as run_calibration
     from microsr.simulate.calibrate import write_simulation
 
@@ -284,11 +284,10 @@ def reconstruct(
     are the outputs' local maxima above the threshold, refined by weighted centroid
     (ThunderSTORM CSV; intensity = the output summed around the peak, ~1 per emitter).
     """
-    from microsr.cli import _set_threads
-    from microsr.reconstruct import IMAGE_NAME, LOCALIZATIONS_NAME, reconstruct_file
-    from microsr.training import pick_device
+    from microsr.smlm.reconstruct import IMAGE_NAME, LOCALIZATIONS_NAME, reconstruct_file
+    from microsr.runtime.device import pick_device
 
-    _set_threads(threads)
+    set_threads(threads)
     result = reconstruct_file(
         stack, output, model, overwrite=overwrite, pixel_size=pixel_size, threshold=threshold, force=force,
         check=check, batch_size=batch_size, device=pick_device(device), precision=precision,
@@ -312,8 +311,8 @@ def score(
     pairs farther apart than RADIUS do not count. Reads ThunderSTORM, plain
     (frame, x [nm], y [nm]) and EPFL (frame, xnano, ynano) CSV files.
     """
-    from microsr.localize import read_localizations
-    from microsr.localize import score as score_localizations
+    from microsr.smlm.table import read_localizations
+    from microsr.smlm.score import score as score_localizations
 
     result = score_localizations(read_localizations(localizations), read_localizations(ground_truth), radius)
     table = Table(title=f"{localizations} vs {ground_truth}, radius {result.radius:g} nm", show_header=False)

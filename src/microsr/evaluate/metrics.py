@@ -38,10 +38,10 @@ import torch
 from scipy.signal.windows import tukey
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
-from microsr import losses
-from microsr.data import PercentileNormalizer
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import check_finite
+from microsr.models import losses
 
 __all__ = [
     "DecorrelationResult",
@@ -103,7 +103,7 @@ def normalize_percentile(image: np.ndarray, low: float = 0.1, high: float = 99.9
     The CARE / DL-SIM evaluation convention: each image is normalised by its own
     percentiles (computed exactly over all pixels), so values outside [0, 1] remain
     for the brightest and darkest ``100 - high`` and ``low`` percent. A constant
-    image maps to 0, as in :class:`microsr.data.PercentileNormalizer`.
+    image maps to 0, as in :class:`microsr.data.normalize.PercentileNormalizer`.
 
     Parameters
     ----------
@@ -245,11 +245,11 @@ def ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = No
 
 
 def ms_ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = None) -> float:
-    """Multi-scale SSIM of two 2-D images, as :func:`microsr.losses.ms_ssim`.
+    """Multi-scale SSIM of two 2-D images, as :func:`microsr.models.losses.ms_ssim`.
 
     Both images are divided by ``data_range`` (no offset is subtracted), which is
     the same as ``pytorch_msssim.ms_ssim(..., data_range=data_range)``. The number of
-    scales and the window adapt to the image size (see :mod:`microsr.losses`), so
+    scales and the window adapt to the image size (see :mod:`microsr.models.losses`), so
     values from images of different sizes are not directly comparable.
 
     Parameters

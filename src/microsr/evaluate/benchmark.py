@@ -1,7 +1,7 @@
 """Paired benchmark: score a model on low/high-resolution pairs against bilinear and bicubic upscaling.
 
 :func:`benchmark` is ``microsr benchmark``: it matches LR and HR images by name
-(:func:`match_pairs`), upscales every LR image to its HR grid with each method
+(:func:`~microsr.io.pair_by_name`), upscales every LR image to its HR grid with each method
 (the model, any models to compare, :func:`upscale` bicubic and bilinear),
 registers the pair (:func:`register`), scores every method against the HR and
 writes ``metrics.csv``, ``summary.json`` and a self-contained ``report.html``.
@@ -42,14 +42,14 @@ scikit-image alone:
    up to 2.8 px for 3 px shifts of x2 and x4 filament and EM images, against
    0.05 px without noise and 0.1-0.3 px with 20 photons per LR pixel here).
 3. **Intensities.** The HR region is mapped by
-   :func:`~microsr.metrics.normalize_percentile` (0.1 and 99.9 percentiles of
+   :func:`~microsr.evaluate.metrics.normalize_percentile` (0.1 and 99.9 percentiles of
    its own pixels to 0 and 1); each method's region is mapped onto it by
-   :func:`~microsr.metrics.normalize_like` (the least-squares gain and offset),
+   :func:`~microsr.evaluate.metrics.normalize_like` (the least-squares gain and offset),
    so no method is penalised for a global intensity difference.
 4. **Scores.** PSNR and SSIM with ``data_range=1`` and NRMSE (euclidean
    normalisation) of the fitted output against the normalised HR, from
-   :mod:`microsr.metrics` (scikit-image's functions with their defaults), and
-   the decorrelation resolution (:func:`~microsr.metrics.decorrelation`) of the
+   :mod:`microsr.evaluate.metrics` (scikit-image's functions with their defaults), and
+   the decorrelation resolution (:func:`~microsr.evaluate.metrics.decorrelation`) of the
    fitted output: in nm when every HR image records its pixel size, else in pixels.
 """
 
@@ -60,7 +60,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,23 +76,23 @@ from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 from skimage.transform import resize
 
-from microsr import __version__, metrics
-from microsr.data import degrade_image
+from microsr import __version__
+
 from microsr.degrade import Degradation
+from microsr.degrade import degrade_image
 from microsr.errors import InputError
-from microsr.io import Image, atomic_output, check_output, find_images, in_memory, read_image
-from microsr.report import Figure, Tile, write_report
-from microsr.restorer import Restorer, load_model
+from microsr.evaluate import metrics
+from microsr.evaluate.report import Figure, Tile, write_report
+from microsr.io import Image, Pair, atomic_output, check_output, in_memory, pair_by_name, read_image
+from microsr.predict.restorer import Restorer, load_model
 
 __all__ = [
     "MAX_SHIFT",
     "MIN_CORRELATION",
     "BenchmarkResult",
-    "Pair",
     "Registration",
     "Score",
     "benchmark",
-    "match_pairs",
     "register",
     "upscale",
 ]
@@ -151,24 +151,6 @@ CONVENTIONS = (
     "(skimage defaults, data_range=1) and NRMSE (euclidean) compare them. resolution: decorrelation analysis "
     "of the fitted output, in nm if every HR image records its pixel size, else px."
 )
-
-
-class Pair(NamedTuple):
-    """One benchmark case.
-
-    Attributes
-    ----------
-    name : str
-        The images' common file name without extension (the HR's when given as two files).
-    hr : Path
-        The high-resolution (ground truth) image.
-    lr : Path or None
-        The low-resolution image; ``None`` when it is to be made from ``hr``.
-    """
-
-    name: str
-    hr: Path
-    lr: Path | None
 
 
 @dataclass(frozen=True)
@@ -231,80 +213,6 @@ class BenchmarkResult:
     output: Path
     scores: tuple[Score, ...]
     summary: dict[str, Any]
-
-
-def _stem(path: Path) -> str:
-    """File name without its image extension (``a.ome.tif`` -> ``a``)."""
-    stem = path.stem
-    return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
-
-
-def _by_name(paths: Iterable[Path], source: Path) -> dict[str, Path]:
-    named: dict[str, Path] = {}
-    for path in paths:
-        name = _stem(path)
-        if name in named:
-            raise InputError(
-                f"{source}: {named[name].name} and {path.name} have the same name {name!r}, so pairs cannot be "
-                "matched by name; keep one of them."
-            )
-        named[name] = path
-    return named
-
-
-def match_pairs(hr: str | os.PathLike[str], lr: str | os.PathLike[str] | None = None) -> list[Pair]:
-    """Match high- and low-resolution images by file name (without extension).
-
-    ``hr`` and ``lr`` may each be an image file or a folder (as in
-    :func:`~microsr.io.find_images`). Two files form one pair whatever their names.
-    A file and a folder: the folder must hold an image of the file's name. Two
-    folders: every image must have a partner of the same name in the other folder.
-
-    Parameters
-    ----------
-    hr
-        High-resolution (ground truth) image or folder.
-    lr
-        Low-resolution image or folder; ``None`` gives pairs with ``lr=None``.
-
-    Returns
-    -------
-    list of Pair
-        Sorted by name.
-
-    Raises
-    ------
-    InputError
-        If a path is missing, a folder holds no images, two images in one folder
-        share a name, or a name has no partner.
-
-    Examples
-    --------
-    >>> from microsr.samples import sample_path
-    >>> match_pairs(sample_path(), sample_path().parent)[0].name
-    'filaments'
-    """
-    hr, lr = Path(hr), None if lr is None else Path(lr)
-    hr_files = find_images(hr)
-    hr_images = _by_name(hr_files, hr)
-    if lr is None:
-        return [Pair(name, path, None) for name, path in sorted(hr_images.items())]
-    lr_files = find_images(lr)
-    lr_images = _by_name(lr_files, lr)
-    # find_images returns a file (or an OME-Zarr image folder) as itself, a folder as its contents.
-    hr_single, lr_single = hr_files == [hr], lr_files == [lr]
-    if hr_single and lr_single:
-        return [Pair(_stem(hr), hr, lr)]
-    names = set(hr_images) if hr_single else set(lr_images) if lr_single else set(hr_images) | set(lr_images)
-    missing = [f"{n!r} has no LR image in {lr}" for n in sorted(names - set(lr_images))]
-    missing += [f"{n!r} has no HR image in {hr}" for n in sorted(names - set(hr_images))]
-    if missing:
-        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(
-            f"unmatched images: {shown}. LR and HR images are matched by file name without extension; "
-            "rename or remove the unmatched ones."
-        )
-    return [Pair(name, hr_images[name], lr_images[name]) for name in sorted(names)]
 
 
 def upscale(image: np.ndarray, scale: int, method: Literal["bicubic", "bilinear"] = "bicubic") -> np.ndarray:
@@ -605,7 +513,7 @@ def benchmark(
 
     Every pair is checked and registered before any model runs, so a bad pair
     fails fast. The steps and conventions are those of the module docstring
-    (:mod:`microsr.benchmark`) and are recorded in ``summary.json``.
+    (:mod:`microsr.evaluate.benchmark`) and are recorded in ``summary.json``.
 
     Without ``lr`` the benchmark is semi-synthetic: each HR image is degraded by
     the model's own degradation (as ``microsr degrade --seed SEED`` would), which
@@ -615,13 +523,13 @@ def benchmark(
     Parameters
     ----------
     model
-        Model folder or checkpoint (or a loaded :class:`~microsr.restorer.Restorer`);
+        Model folder or checkpoint (or a loaded :class:`~microsr.predict.restorer.Restorer`);
         its method name is ``"microsr"``.
     hr
         High-resolution (ground truth) image file or folder.
     lr
         Low-resolution image file or folder, matched to ``hr`` by name (see
-        :func:`match_pairs`); default: degrade ``hr``.
+        :func:`~microsr.io.pair_by_name`); default: degrade ``hr``.
     output
         Report folder to create: ``metrics.csv`` (one row per image and method),
         ``summary.json`` (per-method means, provenance, conventions) and
@@ -671,7 +579,7 @@ def benchmark(
     inputs = [hr, *([lr] if lr is not None else []), *(m.path for m in models.values())]
     overwrite = overwrite or (output.is_dir() and not any(output.iterdir()))
     check_output(output, overwrite, inputs)
-    pairs = match_pairs(hr, lr)
+    pairs = pair_by_name(hr, lr)
     degradation = _semi_synthetic_degradation(main) if lr is None else None
 
     with _progress(progress) as bar:

@@ -1,7 +1,7 @@
 """``microsr sim`` and ``microsr srrf``: structured illumination and radial-fluctuation super-resolution.
 
-A thin shell over :mod:`microsr.simulate.sim`, :mod:`microsr.sim_reconstruct` and
-:mod:`microsr.srrf`, mounted by :mod:`microsr.cli` as the ``sim`` and ``srrf``
+A thin shell over :mod:`microsr.simulate.sim`, :mod:`microsr.sim.wiener` and
+:mod:`microsr.simulate.srrf`, mounted by :mod:`microsr.cli` as the ``sim`` and ``srrf``
 subcommand groups. User errors are :class:`~microsr.errors.InputError`, which
 ``microsr``'s entry point prints as one line (exit code 2).
 """
@@ -21,7 +21,7 @@ from microsr.errors import InputError
 
 if TYPE_CHECKING:
     from microsr.io import Image
-    from microsr.restorer import Restorer
+    from microsr.predict.restorer import Restorer
 
 sim_app = typer.Typer(
     name="sim",
@@ -147,7 +147,7 @@ def reconstruct(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Classical 2D Wiener SIM reconstruction, pattern estimated from the data by cross-correlation."""
-    from microsr.sim_reconstruct import reconstruct_file
+    from microsr.sim.wiener import reconstruct_file
 
     found = reconstruct_file(raw, output, angles, phases, na=na, wavelength=wavelength, otf=otf,
                              pixel_size=pixel_size, wiener=wiener, period=period, overwrite=overwrite)
@@ -180,10 +180,11 @@ def predict(
     T-SIM's 3 time points) takes the same planes of RAW when RAW has those axes.
     """
     from microsr.io import check_image_output, write_image
-    from microsr.predict import check_pixel_size
-    from microsr.restorer import load_model
-    from microsr.sim_reconstruct import predict_sim, read_raw, sim_frames
-    from microsr.training import pick_device
+    from microsr.predict.engine import check_pixel_size
+    from microsr.predict.restorer import load_model
+    from microsr.sim.network import predict_sim
+    from microsr.sim.wiener import read_raw, sim_frames
+    from microsr.runtime.device import pick_device
 
     check_image_output(output, overwrite, inputs=[raw, model], dtype=np.float32)
     restorer = load_model(model)
@@ -247,7 +248,8 @@ def evaluate(
     Every image is normalised by its own 0.1/99.9 percentiles before PSNR (data range 1), SSIM and
     NRMSE; the resolution is the decorrelation analysis of each image alone (nm).
     """
-    from microsr.sim_reconstruct import compare_sim, stack_frames
+    from microsr.evaluate.sim import compare_sim
+    from microsr.sim.wiener import stack_frames
 
     raw, raw_pixel = stack_frames(frames, binning=binning, pixel_size=pixel_size)
     rows = compare_sim(raw, reference, angles, phases, pixel_size=raw_pixel, na=na, wavelength=wavelength,
@@ -286,7 +288,7 @@ def targets(
     them with `data: {lr: OUTPUT/inputs, hr: OUTPUT/targets, frame_axis: C, channels: [0, 1, 2, 3, 4]}`
     and `scale: MAGNIFICATION`.
     """
-    from microsr.srrf import ESRRFSettings, srrf_targets
+    from microsr.simulate.srrf import ESRRFSettings, srrf_targets
 
     settings = ESRRFSettings(magnification=magnification, radius=radius, sensitivity=sensitivity,
                              run_type=run_type)

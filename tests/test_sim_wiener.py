@@ -1,4 +1,4 @@
-"""Classical 2D Wiener SIM (microsr.sim_reconstruct) against ground truth and napari-sim-processor."""
+"""Classical 2D Wiener SIM (microsr.sim.wiener) against ground truth and napari-sim-processor."""
 
 import importlib.util
 import sys
@@ -11,17 +11,13 @@ from skimage.registration import phase_cross_correlation
 
 from microsr.cli import main
 from microsr.errors import InputError
+from microsr.evaluate.metrics import decorrelation, normalize_percentile, psnr, ssim
+from microsr.evaluate.sim import compare_sim
 from microsr.io import read_image, write_image
-from microsr.metrics import decorrelation, normalize_percentile, psnr, ssim
-from microsr.sim_reconstruct import (
-    OTF,
-    compare_sim,
-    estimate_pattern,
-    read_otf,
-    reconstruct_sim,
-    sim_frames,
-)
-from microsr.simulate.sim import SIMSimulation, ideal_otf, simulate_field
+from microsr.optics import OTF, read_otf
+from microsr.optics import ideal_otf
+from microsr.sim.wiener import estimate_pattern, reconstruct_sim, sim_frames
+from microsr.simulate.sim import SIMSimulation, simulate_field
 
 CONFIG = SIMSimulation(size=96, photons=(1500.0, 2500.0))
 OTF_MODEL = OTF.model(CONFIG.na, CONFIG.wavelength)

@@ -1,4 +1,4 @@
-"""SIM reconstruction: classical 2D Wiener SIM, and applying a trained multi-frame model.
+"""Classical 2D Wiener SIM reconstruction, and reading raw SIM frames.
 
 Classical reconstruction (Gustafsson 2000; Heintzmann & Cremer 1999), in the steps
 of fairSIM (Müller et al. 2016):
@@ -28,29 +28,21 @@ radial OTF (:func:`read_otf`: Priism/OMX ``.mrc`` files, or a two-column CSV).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.signal.windows import tukey
 
-from microsr.data import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, check_finite, check_image_output, in_memory, read_image, write_image
-from microsr.simulate.sim import cutoff_frequency, ideal_otf
+from microsr.io import PathLike
+from microsr.optics import OTF, ideal_otf, read_mrc, read_otf
 
 __all__ = [
-    "OTF",
     "PatternParameters",
-    "compare_sim",
     "estimate_pattern",
-    "predict_sim",
-    "read_otf",
     "read_raw",
     "reconstruct_file",
     "reconstruct_sim",
@@ -58,7 +50,6 @@ __all__ = [
     "stack_frames",
 ]
 
-PathLike = str | os.PathLike[str]
 
 _COARSE_CANDIDATES = 8  # strongest bins of the coarse cross-correlation checked for the pattern frequency
 _REFINE_POINTS = 5  # candidates per axis of each step refining the pattern frequency
@@ -67,122 +58,6 @@ _MIN_PATTERN = 0.15  # the pattern frequency is searched above this fraction of 
 _PERIOD_TOLERANCE = 0.05  # a given pattern period is searched within this relative margin
 _MIN_MODULATION = 0.05  # floor for estimated modulation depths, so a weak order cannot blow up the filter
 _TAPER_PIXELS = 16  # width of the edge fade for parameter estimation
-# A measured OTF's tail under 0.5 % of its zero-frequency value is noise (rDL-SIM's otfcutoff): kept, it would
-# put the cut-off of the Priism OTFs of rDL-SIM near Nyquist instead of at 2 NA / wavelength.
-_OTF_NOISE_FLOOR = 5e-3
-
-
-@dataclass(frozen=True)
-class OTF:
-    """A rotationally symmetric wide-field OTF: ``values`` at ``frequencies`` (cycles/nm), 0 beyond.
-
-    Examples
-    --------
-    >>> otf = OTF.model(na=1.2, wavelength=525.0)
-    >>> round(1 / otf.cutoff, 1), float(otf(np.array([0.0]))[0])
-    (218.8, 1.0)
-    """
-
-    frequencies: np.ndarray
-    values: np.ndarray
-
-    @classmethod
-    def model(cls, na: float, wavelength: float, samples: int = 512) -> OTF:
-        """The ideal OTF of a circular pupil of numerical aperture ``na`` at ``wavelength`` nm."""
-        if not (0 < na < 1.7 and wavelength > 0):
-            raise InputError(f"na={na!r}, wavelength={wavelength!r}: give 0 < NA < 1.7 and a wavelength in nm.")
-        frequencies = np.linspace(0.0, cutoff_frequency(na, wavelength), samples)
-        return cls(frequencies, ideal_otf(np.linspace(0.0, 1.0, samples)))
-
-    @property
-    def cutoff(self) -> float:
-        """Where the OTF ends: the first sample at zero after the last positive one (or the last sample), cycles/nm."""
-        last = np.flatnonzero(self.values > 0)[-1]
-        return float(self.frequencies[min(last + 1, self.frequencies.size - 1)])
-
-    def __call__(self, frequency: np.ndarray) -> np.ndarray:
-        """Values at ``frequency`` (cycles/nm, any sign), normalised to 1 at zero."""
-        values = np.interp(np.abs(frequency), self.frequencies, self.values, right=0.0)
-        return values / self.values[0]
-
-
-def read_otf(path: PathLike) -> OTF:
-    """Read a measured radial OTF.
-
-    Parameters
-    ----------
-    path
-        A Priism/OMX ``.mrc`` file holding one row of (complex) OTF samples from zero
-        frequency, spaced by the header's cell size (cycles/µm), as written by SIM
-        software; or a ``.csv``/``.txt`` file of two columns: frequency in cycles/µm and
-        OTF value (a header line is allowed).
-
-    Returns
-    -------
-    OTF
-        The magnitude, normalised to 1 at zero frequency; values under 0.5 % of it are
-        set to 0 (noise), which sets :attr:`OTF.cutoff`.
-
-    Examples
-    --------
-    >>> otf = read_otf("TIRF488_cam1_0_z30_OTF2d.mrc")  # doctest: +SKIP
-    >>> round(otf.cutoff * 1000, 2)  # cycles/µm  # doctest: +SKIP
-    5.4
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: OTF file not found. Check the path.")
-    if path.suffix.lower() == ".mrc":
-        data, spacing = _read_mrc(path)
-        values = np.abs(data.reshape(-1, data.shape[-1])[0]) if data.ndim > 1 else np.abs(data)
-        frequencies = np.arange(values.size) * spacing
-    else:
-        try:
-            table = np.loadtxt(path, delimiter="," if path.suffix.lower() == ".csv" else None, ndmin=2,
-                               skiprows=_header_lines(path))
-        except ValueError as exc:
-            raise InputError(f"{path}: expected two numeric columns (cycles/µm, OTF); {exc}.") from exc
-        if table.shape[1] < 2:
-            raise InputError(f"{path}: expected two columns (frequency in cycles/µm, OTF value).")
-        frequencies, values = table[:, 0], np.abs(table[:, 1])
-    if values.size < 2 or not values[0] > 0 or not np.all(np.diff(frequencies) > 0):
-        raise InputError(f"{path}: an OTF needs increasing frequencies from 0 and a positive value at 0.")
-    values = np.where(values > _OTF_NOISE_FLOOR * values[0], values, 0.0)
-    return OTF(frequencies / 1000.0, values)
-
-
-def _header_lines(path: Path) -> int:
-    first = path.read_text().splitlines()[:1]
-    try:
-        [float(v) for v in first[0].replace(",", " ").split()] if first else None
-    except ValueError:
-        return 1
-    return 0
-
-
-_MRC_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 4: np.complex64, 6: np.uint16}
-
-
-def _read_mrc(path: Path) -> tuple[np.ndarray, float]:
-    """Data ``(nz, ny, nx)`` (squeezed) of an MRC file and its X spacing (cell size / samples)."""
-    raw = path.read_bytes()
-    if len(raw) < 1024:
-        raise InputError(f"{path}: too short for an MRC file (no 1024-byte header).")
-    header = np.frombuffer(raw[:1024], dtype="<i4")
-    nx, ny, nz, mode = (int(v) for v in header[:4])
-    if mode not in _MRC_DTYPES or min(nx, ny, nz) < 1:
-        raise InputError(f"{path}: unsupported MRC file (mode {mode}, size {nx}x{ny}x{nz}).")
-    cell = float(np.frombuffer(raw[40:44], dtype="<f4")[0])
-    samples = int(header[7]) or nx
-    start = 1024 + int(header[23])
-    dtype = np.dtype(_MRC_DTYPES[mode]).newbyteorder("<")
-    count = nx * ny * nz
-    if len(raw) < start + count * dtype.itemsize:
-        raise InputError(f"{path}: the MRC file is truncated; re-export or re-download it.")
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=start).reshape(nz, ny, nx)
-    return data.squeeze(), cell / samples
-
-
 def read_raw(path: PathLike, *, pixel_size: float | None = None) -> Image:
     """Open raw SIM frames: any image :func:`microsr.io.read_image` reads, or an MRC stack.
 
@@ -198,7 +73,7 @@ def read_raw(path: PathLike, *, pixel_size: float | None = None) -> Image:
         return read_image(path, pixel_size=pixel_size)
     if not path.is_file():
         raise InputError(f"{path}: file not found. Check the path.")
-    data, spacing = _read_mrc(path)
+    data, spacing = read_mrc(path)
     data = data if data.ndim == 3 else data.reshape(-1, *data.shape[-2:])
     return Image(np.asarray(data), "TYX", pixel_size or spacing * 1000.0, path=path)
 
@@ -307,7 +182,7 @@ def estimate_pattern(
     >>> bool(np.abs(found.k - field.parameters["k"]).max() < 0.002)
     True
     """
-    raw = _check_raw(raw, angles, phases)
+    raw = check_raw(raw, angles, phases)
     height, width = raw.shape[-2:]
     window = np.outer(*(tukey(n, min(1.0, 2 * _TAPER_PIXELS / (n - 1))) for n in (height, width)))
     spectra = np.fft.fft2((raw - raw.mean()) * window)
@@ -344,7 +219,7 @@ def estimate_pattern(
     return PatternParameters(np.array(ks), np.array(all_phases), np.array(modulations))
 
 
-def _check_raw(raw: np.ndarray, angles: int, phases: int) -> np.ndarray:
+def check_raw(raw: np.ndarray, angles: int, phases: int) -> np.ndarray:
     raw = np.asarray(raw, dtype=np.float64)
     _check_pattern(angles, phases)
     if raw.ndim != 3 or raw.shape[0] != angles * phases:
@@ -501,7 +376,7 @@ def reconstruct_sim(
     >>> image.shape, found.modulation.shape
     ((128, 128), (3,))
     """
-    raw = _check_raw(raw, angles, phases)
+    raw = check_raw(raw, angles, phases)
     if not wiener > 0:
         raise InputError(f"wiener={wiener!r}: give a positive Wiener parameter, e.g. 0.05.")
     if parameters is None:
@@ -621,63 +496,6 @@ def reconstruct_file(
     return [r[1] for r in results]
 
 
-def predict_sim(model: Any, raw: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
-    """Apply a trained multi-frame SIM model (or SRRF model) to one acquisition's raw frames.
-
-    The model's input channels are the frames listed in its training configuration
-    (``data.channels``); the frames are normalised together, as in training, and the
-    output is mapped back to their intensity units.
-
-    Parameters
-    ----------
-    model
-        A :class:`~microsr.restorer.Restorer`, or a model folder / checkpoint path.
-    raw : numpy.ndarray
-        ``(frames, Y, X)``: all frames of the acquisition, in acquisition order.
-    device
-        Torch device.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(Y * scale, X * scale)`` float32.
-
-    Examples
-    --------
-    >>> predict_sim("sim_model", raw_frames).shape  # doctest: +SKIP
-    (256, 256)
-    """
-    from microsr.restorer import Restorer, load_model
-
-    restorer = model if isinstance(model, Restorer) else load_model(model)
-    channels = _channels(restorer)
-    raw = np.asarray(raw, dtype=np.float32)
-    if raw.ndim != 3 or max(channels) >= raw.shape[0]:
-        raise InputError(
-            f"raw frames of shape {raw.shape}: the model {restorer.path} reads frames {list(channels)} of "
-            "(frames, Y, X) stacks; give all frames of one acquisition."
-        )
-    check_finite(raw, "raw frames")
-    normalizer = PercentileNormalizer.from_dict(restorer.info["normalization"])
-    if not normalizer.fitted:
-        normalizer = normalizer.fit(raw)
-    inputs = torch.from_numpy(normalizer(raw[list(channels)]))[None].to(device)
-    module = restorer.module.to(device)
-    with torch.inference_mode():
-        output = module(inputs)[0, 0].float().cpu().numpy()
-    return normalizer.denormalize(output)
-
-
-def _channels(restorer: Any) -> Sequence[int]:
-    channels = restorer.info.get("run", {}).get("data", {}).get("channels")
-    if channels is None:
-        raise InputError(
-            f"{restorer.path}: this model was not trained on frames as channels (data.channels); "
-            "use `microsr predict` for it."
-        )
-    return channels
-
-
 def stack_frames(
     paths: Sequence[PathLike], *, binning: int = 1, pixel_size: float | None = None
 ) -> tuple[np.ndarray, float]:
@@ -726,88 +544,3 @@ def stack_frames(
     return data.mean(axis=(2, 4)), nm * binning
 
 
-def compare_sim(
-    raw: np.ndarray,
-    reference: PathLike | np.ndarray,
-    angles: int,
-    phases: int,
-    *,
-    pixel_size: float,
-    na: float,
-    wavelength: float,
-    models: Sequence[Any] = (),
-    wiener: float = 0.05,
-    period: float | None = None,
-) -> list[dict[str, Any]]:
-    """Score wide-field, classical SIM and trained models against a reference reconstruction.
-
-    Each result and the reference are normalised by their own 0.1/99.9 percentiles
-    (:func:`microsr.metrics.normalize_percentile`); PSNR and SSIM then use data range 1,
-    NRMSE is ``||reference - image|| / ||reference||``; the resolution is each image's own
-    decorrelation analysis (:func:`microsr.metrics.decorrelation`) in nm, ``None`` if
-    undetermined.
-
-    Parameters
-    ----------
-    raw : numpy.ndarray
-        ``(angles * phases, Y, X)`` frames, angle-major.
-    reference
-        Reference image (file or array) on a grid an integer factor finer than ``raw``.
-    angles, phases : int
-        Pattern of ``raw``.
-    pixel_size : float
-        Raw pixel size, nm.
-    na, wavelength : float
-        OTF model of the classical reconstruction.
-    models
-        Trained models (folders, files or Restorers) applied with :func:`predict_sim`.
-    wiener : float
-        Wiener parameter of the classical reconstruction.
-    period : float, optional
-        Nominal pattern period (nm) for its pattern estimate (see :func:`estimate_pattern`).
-
-    Returns
-    -------
-    list of dict
-        One per method: ``method``, ``psnr``, ``ssim``, ``nrmse``, ``resolution`` (nm).
-
-    Examples
-    --------
-    >>> from microsr.simulate.sim import SIMSimulation, simulate_field
-    >>> field = simulate_field(SIMSimulation(size=64, photons=2000.0), seed=0)
-    >>> rows = compare_sim(field.raw, field.target, 3, 3, pixel_size=60.0, na=1.2, wavelength=525.0)
-    >>> [row["method"] for row in rows]
-    ['wide-field (bicubic)', 'classical Wiener SIM']
-    >>> bool(rows[1]["psnr"] > rows[0]["psnr"])
-    True
-    """
-    from microsr.metrics import decorrelation, normalize_percentile, nrmse, psnr, ssim
-
-    raw = _check_raw(raw, angles, phases)
-    target = np.asarray(read_image(reference).data if not isinstance(reference, np.ndarray) else reference,
-                        dtype=np.float64)
-    scale = target.shape[-1] // raw.shape[-1]
-    if target.ndim != 2 or scale < 1 or target.shape != (raw.shape[1] * scale, raw.shape[2] * scale):
-        raise InputError(
-            f"reference of shape {target.shape} is not an integer multiple of the raw frames' {raw.shape[1:]}."
-        )
-    mean = torch.from_numpy(raw.mean(axis=0))[None, None]
-    results = {"wide-field (bicubic)": F.interpolate(mean, scale_factor=scale, mode="bicubic")[0, 0].numpy()}
-    if scale == 2:
-        otf = OTF.model(na, wavelength)
-        results["classical Wiener SIM"] = reconstruct_sim(raw, angles, phases, pixel_size=pixel_size, otf=otf,
-                                                          wiener=wiener, period=period)[0]
-    for model in models:
-        results[Path(str(getattr(model, "path", model))).name] = predict_sim(model, raw)
-    reference_n = normalize_percentile(target)
-    rows = []
-    for method, image in results.items():
-        image_n = normalize_percentile(image)
-        rows.append({
-            "method": method,
-            "psnr": psnr(reference_n, image_n, data_range=1.0),
-            "ssim": ssim(reference_n, image_n, data_range=1.0),
-            "nrmse": nrmse(reference_n, image_n),
-            "resolution": decorrelation(image, pixel_size=pixel_size / scale).resolution,
-        })
-    return rows

@@ -3,7 +3,7 @@
 A reconstruction model (see :mod:`microsr.models.smlm`) maps each camera frame to a
 map of emitters on a ``scale`` x finer grid (an emitter adds 1). Their sum over the
 stack is the super-resolved image; local maxima of each frame's map, refined by a
-weighted centroid (:func:`microsr.localize.localize`), are the localizations.
+weighted centroid (:func:`microsr.smlm.localize.localize`), are the localizations.
 
 Normalisation (the same at training and reconstruction)
 -------------------------------------------------------
@@ -27,10 +27,8 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,186 +38,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from microsr.data import PercentileNormalizer
+from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, atomic_output, check_output, find_images, read_image, write_image
+from microsr.io import PathLike
 from microsr.models import to_channels_last
-from microsr.localize import Score, localize, score, write_localizations
-from microsr.precision import autocast, resolve_precision
+from microsr.predict.restorer import Restorer, load_model
 from microsr.pretrained import pretrained_path
-from microsr.restorer import Restorer, load_model
+from microsr.runtime.precision import autocast, resolve_precision
 from microsr.simulate.calibrate import calibrate
-from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset, render_targets, simulate_batch, simulate_stack
+from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset
+from microsr.smlm.localize import DEFAULT_THRESHOLD, PEAK_RADIUS, localize
+from microsr.smlm.table import write_localizations
 
 __all__ = [
     "IMAGE_NAME",
     "LOCALIZATIONS_NAME",
     "Reconstruction",
-    "ACQUISITION_FRAMES",
-    "SimulatedFrames",
-    "best_threshold",
     "read_stack",
     "reconstruct",
     "reconstruct_file",
-    "simulation_normalizer",
     "training_mismatch",
 ]
 
-PathLike = str | os.PathLike[str]
 
 IMAGE_NAME = "reconstruction.tif"
 LOCALIZATIONS_NAME = "localizations.csv"
 
-PEAK_RADIUS = 2
-"""Half-size in fine pixels of the peak neighbourhood and centroid window (25 nm at 12.5 nm pixels)."""
-DEFAULT_THRESHOLD = 0.01
-"""Peak threshold (emitters per fine pixel) for models that were not calibrated on validation frames."""
-THRESHOLDS = (0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
-"""Peak thresholds tried by :func:`best_threshold`."""
-TOLERANCE = 100.0
-"""Matching radius (nm) of the Jaccard index that :func:`best_threshold` maximises.
-
-100 nm rather than the challenge's 250 nm: at 250 nm the best threshold of a
-partly trained model is its lowest, which finds more emitters but places them
-worse (measured on the real test stack: Jaccard 0.80 at 250 nm, but 0.54 at 100 nm
-and an RMSE of 81 nm, against 0.72, 0.65 and 58 nm one threshold step higher).
-"""
-
-ACQUISITION_FRAMES = 8
-"""Frames simulated per drawn acquisition to normalise one training frame of a range (their percentiles)."""
-CRITERIA = ("jaccard", "efficiency")
-"""What :func:`best_threshold` can maximise."""
-_NORMALIZER_FRAMES = 256
 _CHECK_FRAMES = 100  # frames the quick calibration before a reconstruction reads
-_FIXED_MARGIN = 1.5  # a model trained on one setting is trusted within this factor of it (PSF: its square root)  # frames of the simulated stack whose percentiles normalise training frames
+_FIXED_MARGIN = 1.5  # a model trained on one setting is trusted within this factor of it (PSF: its square root)
 _PIXEL_SIZE_TOLERANCE = 0.10
-
-
-# --------------------------------------------------------------------------- training data
-
-
-def simulation_normalizer(
-    simulation: SMLMSimulation | SMLMVariety, normalizer: PercentileNormalizer, seed: int = 0
-) -> PercentileNormalizer:
-    """``normalizer`` fitted to a simulated stack of ``simulation``: how its training frames are normalised.
-
-    A range of acquisitions (:class:`~microsr.simulate.smlm.SMLMVariety`) has no one
-    stack: the normaliser stays unfitted and :class:`SimulatedFrames` fits it to each
-    drawn acquisition, as reconstruction fits it to each stack.
-
-    Examples
-    --------
-    >>> from microsr.simulate.smlm import preset
-    >>> fitted = simulation_normalizer(preset("deepstorm-test"), PercentileNormalizer(0.1, 99.9))
-    >>> fitted.fitted, 100 < fitted.lo < fitted.hi
-    (True, True)
-    """
-    if isinstance(simulation, SMLMVariety):
-        return PercentileNormalizer(normalizer.low, normalizer.high)
-    stack, _ = simulate_stack(simulation, _NORMALIZER_FRAMES, seed)
-    return normalizer.fit(stack, max_tiles=math.ceil(stack.size / 256**2))
-
-
-@dataclass(frozen=True)
-class SimulatedFrames:
-    """Training pairs simulated on the fly: ``fn(rng)`` for :class:`microsr.data.CallablePairs`.
-
-    Parameters
-    ----------
-    simulation
-        What to simulate: one acquisition, or a range of them (each frame then comes
-        from its own draw, normalised by the percentiles of
-        :data:`ACQUISITION_FRAMES` frames of that draw, as a stack is at reconstruction).
-    normalizer
-        Normaliser applied to every frame (see :func:`simulation_normalizer`); fitted
-        for one acquisition, unfitted for a range.
-    scale
-        Fine pixels per camera pixel of the targets.
-
-    Examples
-    --------
-    >>> from microsr.simulate.smlm import preset
-    >>> frames = SimulatedFrames(preset("dsir"), PercentileNormalizer(lo=100.0, hi=300.0))
-    >>> frame, target = frames(np.random.default_rng(0))
-    >>> frame.shape, target.shape
-    ((1, 26, 26), (1, 208, 208))
-    """
-
-    simulation: SMLMSimulation | SMLMVariety
-    normalizer: PercentileNormalizer
-    scale: int = 8
-
-    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        inputs, targets, _ = self.sample(1, rng)
-        return inputs[0], targets[0]
-
-    def sample(self, n: int, seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` independent frames: inputs ``(n, 1, h, w)``, targets ``(n, 1, h·s, w·s)`` and the truth table."""
-        if isinstance(self.simulation, SMLMSimulation):
-            frames, truth = simulate_batch(self.simulation, n, seed)
-            frames = self.normalizer(frames)
-        else:
-            frames, truth = self._varied(n, np.random.default_rng(seed))
-        targets = render_targets(truth, self.simulation.size, self.simulation.pixel_size, n, self.scale)
-        return frames[:, None], targets[:, None], truth
-
-    def _varied(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` frames, each of its own acquisition and normalised by that acquisition's percentiles."""
-        frames, tables = [], []
-        for k in range(n):
-            stack, truth = simulate_batch(self.simulation.draw(rng), ACQUISITION_FRAMES, rng)
-            frames.append(self.normalizer.fit(stack)(stack[0]))
-            truth = truth[truth["frame"] == 1]
-            truth["frame"] = k + 1
-            tables.append(truth)
-        return np.stack(frames), np.concatenate(tables)
-
-
-def best_threshold(
-    outputs: np.ndarray,
-    truth: np.ndarray,
-    pixel_size: float,
-    thresholds: Sequence[float] = THRESHOLDS,
-    tolerance: float = TOLERANCE,
-    criterion: str = "jaccard",
-) -> tuple[float, Score]:
-    """The peak threshold whose localizations in ``outputs`` match ``truth`` best (``criterion`` at ``tolerance``).
-
-    Parameters
-    ----------
-    outputs
-        ``(T, H, W)`` per-frame network outputs.
-    truth
-        Localization table of the emitters in those frames.
-    pixel_size
-        Pixel size of ``outputs`` in nm.
-    thresholds
-        Candidates.
-    tolerance
-        Matching radius in nm.
-    criterion
-        ``"jaccard"`` (the Jaccard index) or ``"efficiency"`` (Sage et al. 2019:
-        Jaccard and lateral RMSE combined), maximised; ties go to the lowest threshold.
-
-    Returns
-    -------
-    threshold, Score
-        The best threshold and its score at ``tolerance``.
-
-    Examples
-    --------
-    >>> from microsr.localize import localization_table
-    >>> outputs = np.zeros((1, 32, 32), np.float32)
-    >>> outputs[0, 10, 10], outputs[0, 20, 20] = 1.0, 0.12  # one emitter and a faint artefact
-    >>> threshold, result = best_threshold(outputs, localization_table(1, 131.25, 131.25), 12.5)
-    >>> threshold, result.jaccard
-    (0.15, 1.0)
-    """
-    if criterion not in CRITERIA:
-        raise InputError(f"criterion={criterion!r}: choose one of {', '.join(CRITERIA)}.")
-    results = [(score(localize(outputs, pixel_size, t, radius=PEAK_RADIUS), truth, tolerance), t) for t in thresholds]
-    result, threshold = max(results, key=lambda pair: (np.nan_to_num(getattr(pair[0], criterion)), -pair[1]))
-    return threshold, result
 
 
 # --------------------------------------------------------------------------- reconstruction
@@ -313,7 +161,7 @@ def reconstruct(
         ``(frames, Y, X)`` camera frames (an :class:`~microsr.io.Image` or array).
     model
         A reconstruction model: a model folder or checkpoint written by
-        ``microsr smlm train``, a loaded :class:`~microsr.restorer.Restorer`, a bare
+        ``microsr smlm train``, a loaded :class:`~microsr.predict.restorer.Restorer`, a bare
         module (its ``scale`` attribute is used; no pixel-size check), or ``None``
         for the shipped pretrained model.
     pixel_size
@@ -327,7 +175,7 @@ def reconstruct(
     batch_size
         Frames per forward pass.
     device, precision
-        Where and in which precision the model runs (see :mod:`microsr.precision`).
+        Where and in which precision the model runs (see :mod:`microsr.runtime.precision`).
     check
         First calibrate the stack quickly (:func:`training_mismatch`) and warn, with
         the numbers, if it is unlike the frames the model was trained on.

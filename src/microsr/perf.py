@@ -5,9 +5,9 @@ Three measurements, each timed after a warm-up run:
 - the peak throughput of the hardware's workhorse, a 3x3 convolution with 64 input
   and output channels in ``channels_last`` layout, in float32 and bfloat16;
 - prediction: output megapixels per second of a model through the tiled
-  :class:`~microsr.predict.Predictor` in float32 and in bfloat16 (float16 on a GPU
+  :class:`~microsr.predict.engine.Predictor` in float32 and in bfloat16 (float16 on a GPU
   without it), timed in alternating runs, next to what ``--precision auto`` chose on
-  this machine (:func:`microsr.precision.measure_precision`) and how its speed compares
+  this machine (:func:`microsr.runtime.precision.measure_precision`) and how its speed compares
   with the fastest; the fraction of the convolution peak this
   represents (megapixels/s x the model's FLOPs per output pixel); and the network alone
   on one tile with its context, called as the Predictor calls it. Its FLOPs over those
@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from microsr.allocator import reuse_freed_memory
-from microsr.losses import get_loss
 from microsr.models import call_cropped, create_model, model_cost, to_channels_last
-from microsr.precision import PRECISIONS, autocast, candidates, measure_precision, resolve_precision, time_alternating
-from microsr.predict import DEFAULT_TILE, Predictor
+from microsr.models.losses import get_loss
+from microsr.predict.engine import DEFAULT_TILE, Predictor
+from microsr.runtime.allocator import reuse_freed_memory
+from microsr.runtime.precision import PRECISIONS, autocast, candidates, measure_precision, resolve_precision, time_alternating
 from microsr.training import adamw
 
 __all__ = ["BenchResult", "conv_peak", "run_bench"]

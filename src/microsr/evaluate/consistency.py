@@ -4,7 +4,7 @@ A prediction that is faithful to its input, degraded back with the model's own
 degradation (its typical blur and downsampling, without noise), must look like the
 input. Following NanoJ-SQUIRREL (Culley et al., Nature Methods 2018), the degraded
 prediction is fitted to the input by a least-squares gain and offset and the absolute
-difference is mapped pixel by pixel (:func:`microsr.metrics.error_map`, with its
+difference is mapped pixel by pixel (:func:`microsr.evaluate.metrics.error_map`, with its
 summary RSE and RSP). Large local errors flag structure that the input does not
 support: a hallucination, or content the degradation model does not describe.
 
@@ -16,6 +16,7 @@ input still leaves the noise in the map.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import dask.array as da
@@ -23,10 +24,11 @@ import numpy as np
 
 from microsr.degrade import Blur, Degradation
 from microsr.errors import InputError
-from microsr.io import Image, in_memory
-from microsr.metrics import ErrorMap, error_map
+from microsr.evaluate.metrics import ErrorMap, error_map
+from microsr.io import Image, in_memory, read_image, write_image
+from microsr.predict.restorer import Restorer
 
-__all__ = ["consistency_map", "consistency_path", "degrade_back"]
+__all__ = ["consistency", "consistency_file", "consistency_map", "consistency_path", "degrade_back"]
 
 # A Gaussian's tail beyond 4 sigma holds < 1e-4 of its weight: blurring a band with this
 # much context on each side matches blurring the whole image.
@@ -185,3 +187,56 @@ def consistency_path(output: str | Path) -> Path:
     name = output.name
     suffix = ".ome" + output.suffix if name.lower().endswith(".ome" + output.suffix.lower()) else output.suffix
     return output.with_name(name[: len(name) - len(suffix)] + ".consistency" + suffix)
+
+
+def consistency(restorer: Restorer, image: Image | np.ndarray, prediction: Image | np.ndarray) -> ErrorMap:
+    """How well `prediction`, degraded back with this model's degradation, matches its input `image`.
+
+    See :func:`consistency_map`; `image` is the input as the model
+    received it.
+
+    Raises
+    ------
+    InputError
+        If the model was trained on real pairs and so has no degradation to apply.
+    """
+    spec = restorer.info.get("degradation")
+    if spec is None:
+        raise InputError(
+            f"{restorer.path}: this model was trained on real image pairs, so it has no degradation "
+            "to check its predictions' consistency with."
+        )
+    return consistency_map(image, prediction, Degradation.from_dict(spec))
+
+def consistency_file(
+restorer: Restorer,
+    source: str | os.PathLike[str],
+    prediction: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    axes: str | None = None,
+    pixel_size: float | None = None,
+    rescale: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+) -> ErrorMap:
+    """Write the consistency map of the prediction file `prediction` of input `source` to `output`.
+
+    The options are those the prediction was made with (see :meth:`~microsr.predict.restorer.Restorer.predict_file`),
+    so the input is read exactly as the model received it. The map is on the
+    input's grid, in its intensity units and with its pixel size; the prediction is
+    read lazily, so it may be larger than memory.
+
+    Examples
+    --------
+    >>> restorer = load_model("my_model")  # doctest: +SKIP
+    >>> restorer.predict_file("cells.tif", "restored.tif")  # doctest: +SKIP
+    >>> consistency_file(restorer, "cells.tif", "restored.tif", "consistency.tif").rsp  # doctest: +SKIP
+    0.98
+    """
+    image = restorer.model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
+    result = consistency(restorer, image, read_image(prediction))
+    write_image(output, image.replace(data=result.map, path=None), overwrite=overwrite,
+                inputs=[source, prediction])
+    return result
+

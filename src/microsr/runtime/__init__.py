@@ -1,0 +1,6 @@
+"""Where and how a model runs on this machine: the device (:mod:`~microsr.runtime.device`), the
+precision measured fastest here (:mod:`~microsr.runtime.precision`) and the allocator setting that
+keeps tiles from page-faulting (:mod:`~microsr.runtime.allocator`).
+
+Used by training and prediction alike; imports only torch and :mod:`microsr.errors`.
+"""
