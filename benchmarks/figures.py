@@ -9,10 +9,13 @@ with ``--tables`` to print its tables from its JSON without recomputing anything
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +65,23 @@ def print_tables(tables: dict[str, str], script: str) -> None:
     where = Path(script).resolve().relative_to(ROOT)
     for name, table in tables.items():
         print(f"<!-- table: {where} {name} -->\n{table}\n")
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a figure script: its docstring's first line as description, and ``--tables``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--tables", action="store_true", help="only print the README tables from the JSON")
+    return parser
+
+
+def publish(results: Path, compute: Callable[[], dict[str, Any]] | None,
+            readme_tables: Callable[[dict[str, Any]], dict[str, str]], script: str) -> None:
+    """Run ``compute`` (``None``: ``--tables``, reuse the JSON), write its results to ``results`` with the
+    seconds it took and the :func:`machine`, then print the README tables rendered from that JSON."""
+    if compute is not None:
+        start = time.perf_counter()
+        values = compute()
+        values.setdefault("seconds", round(time.perf_counter() - start, 1))
+        values.setdefault("machine", machine())
+        results.write_text(json.dumps(values, indent=1) + "\n")
+    print_tables(readme_tables(json.loads(results.read_text())), script)

@@ -16,6 +16,7 @@ import zarr
 
 from microsr.errors import InputError
 from microsr.io import Image, atomic_output, check_finite, read_image, write_image
+from microsr.io.image import _cgroup_headroom
 
 RNG = np.random.default_rng(0)
 
@@ -446,3 +447,20 @@ def test_real_plain_images(realdata):
     image = read_image(realdata("napari_pssr/HR/small.tif"))
     assert (image.axes, image.shape, image.dtype) == ("YX", (600, 900), np.uint8)
     assert read_image(realdata("tsim_er/ER_1.tif")).pixel_size is None  # ImageJ "1 pixel per inch"
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_memory_limit_of_the_control_group_counts(tmp_path, version):
+    """In a container or job with a memory limit, the headroom is the group's, not the machine's."""
+    group = tmp_path / ("job" if version == "v2" else "memory/job")
+    group.mkdir(parents=True)
+    limit, usage = ("memory.max", "memory.current") if version == "v2" else ("memory.limit_in_bytes",
+                                                                              "memory.usage_in_bytes")
+    (group / limit).write_text(f"{4 * 2**30}\n")
+    (group / usage).write_text(f"{3 * 2**30}\n")
+    (group / "memory.stat").write_text(f"anon 100\ninactive_file {2**29}\n")  # page cache the kernel can drop
+    membership = tmp_path / "cgroup"
+    membership.write_text("0::/job\n" if version == "v2" else "4:memory:/job\n")
+    assert _cgroup_headroom(tmp_path, membership) == 4 * 2**30 - 3 * 2**30 + 2**29
+    (group / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
+    assert _cgroup_headroom(tmp_path, membership) is None

@@ -13,7 +13,6 @@ benchmark``) and writes ``results_pssr_em.json``. From the project root::
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
@@ -25,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import DATA, ROOT, machine, markdown_table, print_tables  # noqa: E402
+import figures  # noqa: E402
+from figures import DATA, ROOT, machine, markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_pssr_em.json"
 FOLDER = DATA / "napari_pssr"
@@ -78,8 +78,9 @@ def run(work: Path, steps: int) -> dict:
     methods = summary["methods"]
     return {
         "what": "x4 PSSR tSEM pair: trained on HR columns 0-599, scored on columns 600-899 (LR 150-224)",
-        "commands": [shlex.join(c) for c in commands({k: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
-                                                       for k, p in paths.items()}, work, steps)],
+        # WORK stands for the --work folder, so the record names no machine's absolute paths.
+        "commands": [shlex.join(c).replace(str(work), "WORK") for c in commands(paths, work, steps)],
+        "work": "WORK: --work, default benchmarks/realdata/.work/pssr_em",
         "seconds": {"train": timings[0], "benchmark": timings[1]},
         "steps": steps,
         "precision": {"training": precision, "resolved": str(resolve_precision(precision, torch.device("cpu"))),
@@ -96,14 +97,11 @@ def readme_tables(results: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = figures.parser(__doc__)
     parser.add_argument("--work", type=Path, default=HERE / ".work" / "pssr_em", help="folder for crops and outputs")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--tables", action="store_true", help="only print the README table from the JSON")
     args = parser.parse_args()
-    if not args.tables:
-        RESULTS.write_text(json.dumps(run(args.work, args.steps), indent=1) + "\n")
-    print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)
+    figures.publish(RESULTS, None if args.tables else lambda: run(args.work, args.steps), readme_tables, __file__)
 
 
 if __name__ == "__main__":

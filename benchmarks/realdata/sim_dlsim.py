@@ -18,10 +18,8 @@ evaluate``). Wide-field is the mean of the 15 frames upsampled bicubically; clas
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
+import figures  # noqa: E402
+from figures import DATA, markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_dlsim.json"
 SAMPLE = DATA / "dlsim_drbeiliu" / "Testing_data" / "microtuble"
@@ -88,21 +87,20 @@ def readme_tables(results: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = figures.parser(__doc__)
     parser.add_argument("--model", nargs=3, action="append", default=[], metavar=("LIGHT", "LABEL", "PATH"),
                         help="score the model at PATH on the HE or LE frames, labelled LABEL (repeatable)")
-    parser.add_argument("--tables", action="store_true", help="only print the README table from the JSON")
     args = parser.parse_args()
-    if not args.tables:
-        start = time.perf_counter()
+
+    def compute() -> dict:
         given = {light: list(SHIPPED.get(light, [])) for light in LIGHT}
         for light, label, path in args.model:
             given[light.upper()].append((label, path))
         results = {light: evaluate(light, given[light]) for light in LIGHT}
         results["her_offset_px"] = her_offset()
-        results.update(seconds=round(time.perf_counter() - start, 1), machine=machine())
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)
+        return results
+
+    figures.publish(RESULTS, None if args.tables else compute, readme_tables, __file__)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,7 @@ project root::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
+import figures  # noqa: E402
+from figures import DATA, markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_tirf_mt.json"
 FOLDER = DATA / "rdlsim_qc17"
@@ -100,15 +98,8 @@ def readme_tables(results: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tables", action="store_true", help="only print the README table from the JSON")
-    args = parser.parse_args()
-    if not args.tables:
-        start = time.perf_counter()
-        results = evaluate()
-        results.update(seconds=round(time.perf_counter() - start, 1), machine=machine())
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)
+    args = figures.parser(__doc__).parse_args()
+    figures.publish(RESULTS, None if args.tables else evaluate, readme_tables, __file__)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,8 @@ it found (period in raw pixels, direction, modulation) so that a wrong find can 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
+import figures  # noqa: E402
+from figures import DATA, markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_tsim_er.json"
 FOLDER = DATA / "tsim_er"
@@ -119,19 +118,18 @@ def readme_tables(results: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = figures.parser(__doc__)
     parser.add_argument("--model", type=Path, help="the model trained by configs/tsim_er.yaml")
     parser.add_argument("--cutoff", type=float, default=0.5, help="ideal OTF cut-off, cycles per raw pixel")
     parser.add_argument("--wiener", type=float, default=0.05, help="Wiener parameter of the classical reconstruction")
-    parser.add_argument("--tables", action="store_true", help="only print the README table from the JSON")
     args = parser.parse_args()
-    if not args.tables:
-        if args.model is None:
-            parser.error("give --model (trained by configs/tsim_er.yaml)")
-        start = time.perf_counter()
+    if not args.tables and args.model is None:
+        parser.error("give --model (trained by configs/tsim_er.yaml)")
+
+    def compute() -> dict:
         evaluation = evaluate(["tirf9", str(args.model)], 2, args.cutoff, args.wiener)
         history = json.loads((args.model / "history.json").read_text()) if args.model.is_dir() else None
-        results = {
+        return {
             "evaluation": evaluation,
             "labels": {"wide-field (bicubic)": "wide-field: the 9 frames' mean, bicubic x2",
                        "classical Wiener SIM": "classical Wiener SIM",
@@ -139,11 +137,9 @@ def main() -> None:
                        args.model.name: "`configs/tsim_er.yaml`: `tirf9` fine-tuned on ER_1"},
             "pattern_search": pattern_search(),
             "training_history": history,
-            "seconds": round(time.perf_counter() - start, 1),
-            "machine": machine(),
         }
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)
+
+    figures.publish(RESULTS, None if args.tables else compute, readme_tables, __file__)
 
 
 if __name__ == "__main__":

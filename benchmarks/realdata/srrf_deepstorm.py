@@ -14,11 +14,8 @@ project root (needs the ``nanopyx`` extra)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from figures import DATA, machine, markdown_table, print_tables  # noqa: E402
+import figures  # noqa: E402
+from figures import DATA, markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_srrf_deepstorm.json"
 STACK = DATA / "deepstorm" / "testStack_SimulatedMicrotubules.tif"
@@ -83,16 +81,13 @@ def readme_tables(results: dict) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tables", action="store_true", help="only print the README table from the JSON")
-    args = parser.parse_args()
-    if not args.tables:
-        start = time.perf_counter()
+    args = figures.parser(__doc__).parse_args()
+
+    def compute() -> dict:
         with tempfile.TemporaryDirectory() as cache:  # a fresh cache: the eSRRF is computed, not recalled
-            rows = evaluate(Path(cache))
-        results = {"rows": rows, "seconds": round(time.perf_counter() - start, 1), "machine": machine()}
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print_tables(readme_tables(json.loads(RESULTS.read_text())), __file__)
+            return {"rows": evaluate(Path(cache))}
+
+    figures.publish(RESULTS, None if args.tables else compute, readme_tables, __file__)
 
 
 if __name__ == "__main__":

@@ -216,24 +216,69 @@ def read_image(path: PathLike, *, axes: str | None = None, pixel_size: float | N
 def available_memory() -> int | None:
     """Bytes of memory the system can give this process now without swapping, or None if unknown.
 
-    Linux's ``MemAvailable`` (free memory plus caches it can drop), else free physical pages.
+    Linux's ``MemAvailable`` (free memory plus caches it can drop), else free physical pages;
+    within a container or job whose control group has a memory limit (Docker, Kubernetes,
+    SLURM), no more than that limit leaves (:func:`_cgroup_headroom`): the kernel kills a
+    process over its group's limit however much the machine has free.
 
     Examples
     --------
     >>> available_memory() > 0
     True
     """
+    system = None
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    system = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    if system is None:
+        try:
+            system = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    limits = [v for v in (system, _cgroup_headroom(Path("/sys/fs/cgroup"), Path("/proc/self/cgroup"))) if v is not None]
+    return min(limits) if limits else None
+
+
+def _cgroup_headroom(root: Path, membership: Path) -> int | None:
+    """Bytes this process's memory control group may still use (its limit minus what it uses,
+    reclaimable page cache not counted), or None without a limit.
+
+    Reads cgroup v2 (``memory.max``, ``memory.current``) or v1 (``memory.limit_in_bytes``,
+    ``memory.usage_in_bytes``) files under ``root``, for the group named in ``membership``
+    (``/proc/self/cgroup``), falling back to the files at ``root`` itself.
+    """
+    groups = {}
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+        for line in membership.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            groups[controllers] = path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    v2 = [root / groups[""]] if "" in groups else []
+    v1 = [root / "memory" / groups["memory"]] if "memory" in groups else []
+    for folder, limit_name, usage_name in [
+        *((f, "memory.max", "memory.current") for f in (*v2, root)),
+        *((f, "memory.limit_in_bytes", "memory.usage_in_bytes") for f in (*v1, root / "memory")),
+    ]:
+        try:
+            limit = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:  # v1 writes "no limit" as a page-aligned 2**63 - 1
+            return None
+        try:
+            stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+            usage -= int(stat.get("inactive_file", 0))
+        except (OSError, ValueError):
+            pass
+        return max(int(limit) - usage, 0)
+    return None
 
 
 def check_memory(nbytes: float, what: str, remedy: str) -> None:
