@@ -76,8 +76,11 @@ def test_measuring_times_a_copy_and_leaves_the_model_as_it_was(tmp_path, monkeyp
     monkeypatch.setenv("MICROSR_CACHE", str(tmp_path))
     model = Counting(1, 4, 3).train()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(1))  # e.g. a progress bar counting tiles
     measure_precision(model, "cpu")
     assert model.calls == 0 and model.training
+    assert seen == [], "the probe ran the caller's hook"
     assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
 
 

@@ -226,8 +226,7 @@ def measure_precision(
                 _memo[(folder, key)] = choice
                 return choice
         names = candidates(device)
-        # A copy, so the caller's model keeps its mode and state (its hooks are copied and do run).
-        seconds = _time_candidates(copy.deepcopy(model), device, channels, names) if len(names) > 1 else {"fp32": 0.0}
+        seconds = _time_candidates(_bare_copy(model), device, channels, names) if len(names) > 1 else {"fp32": 0.0}
         precision, reason = choose_precision(seconds) if len(names) > 1 else ("fp32", f"{device.type}: float32 only")
         choice = PrecisionChoice(precision, seconds, reason, key)
         _write_cache(folder, key, choice)
@@ -327,6 +326,16 @@ def time_alternating(
                 times[name].append(time.perf_counter() - started)
         done += 1
     return {name: float(statistics.median(t)) for name, t in times.items()}
+
+
+def _bare_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without its hooks: timing it must not change the caller's model's mode or
+    state, nor run the caller's hooks (a progress callback would count the probe's calls as tiles)."""
+    bare = copy.deepcopy(model)
+    for module in bare.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks):
+            hooks.clear()
+    return bare
 
 
 def _time_candidates(model: nn.Module, device: torch.device, channels: int, names: list[str]) -> dict[str, float]:
