@@ -111,8 +111,9 @@ def upscale(image: np.ndarray, scale: int, method: Literal["bicubic", "bilinear"
     --------
     >>> upscale(np.array([[0.0, 4.0]]), 2, "bilinear").tolist()
     [[0.0, 1.0, 3.0, 4.0], [0.0, 1.0, 3.0, 4.0]]
-    >>> upscale(np.arange(4.0)[None].repeat(2, axis=0), 2)[0].round(3).tolist()
-    [-0.07, 0.227, 0.75, 1.25, 1.75, 2.25, 2.773, 3.07]
+    >>> ramp = np.arange(8.0)[None].repeat(2, axis=0)
+    >>> upscale(ramp, 2)[0, 6:10].tolist()  # Keys' a = -0.75 bends a ramp between pixel centres
+    [2.703125, 3.296875, 3.703125, 4.296875]
     """
     if method not in BASELINES:
         raise InputError(f"unknown upscaling method {method!r}; choose one of: {', '.join(BASELINES)}.")

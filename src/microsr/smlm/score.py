@@ -100,6 +100,7 @@ def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> Lo
 
     Examples
     --------
+    >>> from microsr.smlm.table import localization_table
     >>> truth = localization_table([1, 1, 2], [100.0, 1000.0, 100.0], [100.0, 100.0, 100.0])
     >>> found = localization_table([1, 1, 1], [130.0, 140.0, 1040.0], [100.0, 100.0, 100.0])
     >>> result = score(found, truth, radius=250)
