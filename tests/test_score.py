@@ -179,6 +179,12 @@ def test_validation_leaves_out_constant_targets(pair):
     assert [s.psnr for s in _tile_scores(predictions, targets)] == [score(prediction, reference).psnr]
 
 
+def test_validation_scores_a_diverged_prediction_nan(pair):
+    _, prediction, reference = pair
+    diverged = np.full_like(prediction, np.inf)[None, None]
+    assert np.isnan(_tile_scores(diverged, reference[None, None])[0].psnr)
+
+
 def test_sim_evaluate_scores_with_score_and_the_bicubic_baseline():
     field = simulate_field(SIMSimulation(size=64, photons=2000.0), seed=0)
     rows = {row["method"]: row for row in compare_sim(field.raw, field.target, 3, 3, pixel_size=60.0, na=1.2,

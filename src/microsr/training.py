@@ -388,10 +388,13 @@ def _tile_scores(predictions: np.ndarray, targets: np.ndarray) -> list[ImageScor
     ``(N, C, H, W)`` tile and channel against its target.
 
     A constant target (e.g. an SMLM frame without emitters) has no structure to score and any
-    prediction fits it exactly, so it is left out.
+    prediction fits it exactly, so it is left out. A non-finite prediction (a diverging model)
+    scores NaN, which the epoch's record then shows, rather than stopping the run here.
     """
     pairs = zip(predictions.reshape(-1, *predictions.shape[-2:]), targets.reshape(-1, *targets.shape[-2:]))
-    return [score_image(prediction, target) for prediction, target in pairs if np.ptp(target) > 0]
+    return [score_image(prediction, target) if np.isfinite(prediction).all()
+            else ImageScore(math.nan, math.nan, math.nan, prediction, target)
+            for prediction, target in pairs if np.ptp(target) > 0]
 
 
 def _means(scores: list[ImageScore]) -> tuple[float, float]:
