@@ -20,9 +20,9 @@ step at x2), and on synthetic filaments (``microsr.samples.filaments``, 512², t
 scores 0.2-0.3 dB lower PSNR at x4 and 0.45-1.1 dB lower at x2 than the cubic spline (higher
 SSIM, by 0.01-0.045), while on the noisy PSSR EM pair it scores 0.09 dB higher; figures
 against "bicubic" are against this kernel. The values are not clipped: cubic convolution may
-overshoot the input's range next to sharp edges, as PyTorch's does. "Bilinear" is the triangle kernel on the same
-grid (PyTorch's ``bilinear`` with ``align_corners=False``, which equals scikit-image's
-``resize(order=1, mode="symmetric")``).
+overshoot the input's range next to sharp edges, as PyTorch's does. "Bilinear" is the
+triangle kernel on the same grid (PyTorch's ``bilinear`` with ``align_corners=False``, which
+equals scikit-image's ``resize(order=1, mode="symmetric")``).
 
 Both are separable: along each axis an output is the weighted sum of 4 (bicubic) or 2
 (bilinear) input pixels, computed in float64 with numpy alone, so the scoring path needs
