@@ -13,7 +13,9 @@ from microsr.cli import main
 from microsr.degrade import Degradation, Downsample, Poisson, preset
 from microsr.degrade import degrade_image
 from microsr.errors import InputError
-from microsr.evaluate.benchmark import benchmark, register, upscale
+from microsr.evaluate.baseline import upscale
+from microsr.evaluate.benchmark import benchmark, register
+from microsr.evaluate.score import score
 from microsr.io import Image, read_image, write_image
 from microsr.io import pair_by_name
 from microsr.predict.restorer import Restorer, load_model
@@ -84,18 +86,6 @@ def test_registration_recovers_a_known_subpixel_shift(scale):
     assert registration.shift == pytest.approx((-shift[0], -shift[1]), abs=0.1)
     assert registration.border == 1 + 2 * scale
     assert registration.correlation > 0.9
-
-
-@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
-@pytest.mark.parametrize("scale", [2, 4])
-def test_upscale_keeps_lr_pixel_centres_at_the_centres_of_their_hr_blocks(method, scale):
-    ramp = np.arange(32.0)[None, :].repeat(4, axis=0)
-    # LR pixel i covers HR pixels i*s .. i*s + s - 1; HR pixel j's centre lies at (j + 0.5) / s - 0.5 LR pixels.
-    expected = (np.arange(32 * scale) + 0.5) / scale - 0.5
-    upscaled = upscale(ramp, scale, method)
-    assert upscaled.shape == (4 * scale, 32 * scale)
-    inside = slice(6 * scale, -6 * scale)  # cubic splines feel the image edge a few LR pixels in
-    assert upscaled[0, inside] == pytest.approx(expected[inside], abs=1e-3)
 
 
 def test_pair_by_name_accepts_files_and_folders(tmp_path):
@@ -207,6 +197,20 @@ def test_metrics_csv_has_a_row_per_image_and_method_and_the_summary_holds_their_
     assert summary["provenance"]["versions"]["microsr"] == microsr.__version__
 
 
+def test_benchmark_rows_are_score_of_the_registered_outputs(model, pairs, tmp_path):
+    """The benchmark scores with `evaluate.score.score` and the `evaluate.baseline.upscale` baselines, exactly."""
+    result = benchmark(model, pairs / "hr" / "b.tif", pairs / "lr" / "b.tif", tmp_path / "report")
+    hr = read_image(pairs / "hr" / "b.tif").data.compute()
+    lr = read_image(pairs / "lr" / "b.tif").data.compute()
+    registration = register(upscale(lr, 2), hr, scale=2)
+    outputs = {"microsr": load_model(model).predict(lr), "bicubic": upscale(lr, 2),
+               "bilinear": upscale(lr, 2, "bilinear")}
+    for row in result.scores:
+        expected = score(registration.apply(outputs[row.method]), registration.crop(hr))
+        assert (row.psnr, row.ssim, row.nrmse) == pytest.approx(
+            (expected.psnr, expected.ssim, expected.nrmse), abs=1e-6), row.method
+
+
 def test_semi_synthetic_run_degrades_hr_as_microsr_degrade_would_and_says_so(model, pairs, tmp_path):
     result = benchmark(model, pairs / "hr" / "a.tif", output=tmp_path / "semi", seed=3)
     assert result.summary["semi_synthetic"] is True
@@ -256,12 +260,13 @@ def test_cli_writes_the_report_folder_and_refuses_to_replace_it(capsys, monkeypa
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_pssr_em_pair_bicubic_row_matches_an_independent_scikit_image_computation(capsys, realdata, tmp_path):
+def test_pssr_em_pair_bicubic_row_matches_an_independent_computation(capsys, realdata, tmp_path):
     """PSSR tSEM test image 56 (Fang et al. 2021, MIT): 2 nm HR and its 8 nm PSSR-crappified LR."""
+    import torch
+    import torch.nn.functional as F
     from scipy.signal.windows import tukey
     from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
     from skimage.registration import phase_cross_correlation
-    from skimage.transform import resize
 
     hr_file, lr_file = realdata("napari_pssr/HR/small.tif"), realdata("napari_pssr/LR/small.tif")
     config = {
@@ -282,10 +287,11 @@ def test_pssr_em_pair_bicubic_row_matches_an_independent_scikit_image_computatio
     print("\n" + "\n".join(f"{m}: PSNR {r['psnr']} SSIM {r['ssim']} NRMSE {r['nrmse']} resolution {r['resolution']} nm"
                            for m, r in rows.items()))
 
-    # The bicubic row, recomputed from the documented conventions with scikit-image alone.
+    # The bicubic row, recomputed from the documented conventions with PyTorch's bicubic and scikit-image.
     hr = read_image(hr_file).data.compute().astype(np.float64)
     lr = read_image(lr_file).data.compute().astype(np.float64)
-    bicubic = resize(lr, hr.shape, order=3, mode="symmetric", anti_aliasing=False, preserve_range=True)
+    bicubic = F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=4, mode="bicubic",
+                            align_corners=False)[0, 0].numpy()
 
     def taper(x):
         return (x - x.mean()) * np.outer(tukey(x.shape[0], 0.25), tukey(x.shape[1], 0.25))

@@ -16,6 +16,7 @@ from microsr.evaluate.metrics import (
     psnr,
     ssim,
 )
+from microsr.models import losses
 
 
 def _smooth(shape=(64, 64), sigma=2.0, seed=0):
@@ -67,6 +68,16 @@ def test_ms_ssim_matches_pytorch_msssim_with_data_range():
         torch.from_numpy(image)[None, None], torch.from_numpy(reference)[None, None], data_range=200.0
     )
     assert ms_ssim(reference, image, data_range=200.0) == pytest.approx(expected.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(200, 180), (96, 101), (47, 48), (24, 31), (16, 17), (9, 12), (5, 6)])
+def test_numpy_ms_ssim_equals_the_training_loss_at_every_number_of_scales(shape):
+    """The scorer's numpy MS-SSIM and the torch loss differ by float32 rounding only (1e-5), whatever the size."""
+    reference = 100 + 50 * _smooth(shape, sigma=1.0, seed=4)
+    image = reference + np.random.default_rng(5).normal(0, 15, shape)
+    as_batch = lambda x: torch.from_numpy(x / 200.0)[None, None]  # noqa: E731
+    expected = losses.ms_ssim(as_batch(image), as_batch(reference)).item()
+    assert ms_ssim(reference, image, data_range=200.0) == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize(

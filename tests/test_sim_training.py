@@ -170,7 +170,9 @@ def test_shipped_low_light_model_restores_simulated_low_light_fields(tmp_path):
                                                           wavelength=525.0, models=["sim_lowlight"])}
         gains.append((rows["sim_lowlight"]["psnr"] - rows["wide-field (bicubic)"]["psnr"],
                       rows["sim_lowlight"]["ssim"] - rows["wide-field (bicubic)"]["ssim"]))
-    assert all(psnr_gain > 3 and ssim_gain > 0.1 for psnr_gain, ssim_gain in gains), gains
+    # Scored as every microsr score (target percentile-normalised, each image fitted to it), measured:
+    # +3.7 dB / +0.25 and +2.7 dB / +0.30.
+    assert all(psnr_gain > 2 and ssim_gain > 0.15 for psnr_gain, ssim_gain in gains), gains
     # The name works wherever a model path does, and a config resolves it rather than a relative path.
     assert load_model("sim_lowlight").info["arch"] == {"name": "resunet_small", "in_channels": 15, "scale": 2}
     (tmp_path / "run.yaml").write_text("data: {hr: [x.tif]}\nmodel: {name: resunet_small, init: sim_lowlight}\n")
@@ -196,8 +198,9 @@ def test_shipped_tirf_model_restores_simulated_tirf_sim_fields():
                                                           wavelength=525.0, models=["tirf9"], period=181.0)}
         gains.append((rows["tirf9"]["psnr"] - rows["wide-field (bicubic)"]["psnr"],
                       rows["tirf9"]["ssim"] - rows["wide-field (bicubic)"]["ssim"]))
-    # Measured: +7.0 dB / +0.27 and +9.4 dB / +0.36.
-    assert all(psnr_gain > 5 and ssim_gain > 0.2 for psnr_gain, ssim_gain in gains), gains
+    # Scored as every microsr score (target percentile-normalised, each image fitted to it), measured:
+    # +3.7 dB / +0.24 and +5.0 dB / +0.23.
+    assert all(psnr_gain > 2.5 and ssim_gain > 0.2 for psnr_gain, ssim_gain in gains), gains
 
 
 def test_a_model_trained_on_one_time_point_takes_it_from_multi_time_point_files(simulated, tmp_path, capsys):

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 import tifffile
-import torch
-import torch.nn.functional as F
 
 from microsr.data.datasets import flip_rotate, split_regions
 from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import preset
 from microsr.evaluate import metrics
+from microsr.evaluate.baseline import upscale
 from microsr.io import read_image
 from microsr.predict.engine import DEFAULT_TILE
 from microsr.samples import filaments, sample_path
@@ -315,8 +314,7 @@ def evaluate(folder: Path, names: list[str], images: list[str]) -> dict[str, Any
     lr = np.load(folder / "eval_lr.npy")
     hr = np.load(folder / "eval_hr.npy")
     sources = np.load(folder / "eval_source.npy")
-    bicubic = F.interpolate(torch.from_numpy(lr)[:, None], scale_factor=SCALE, mode="bicubic",
-                            align_corners=False)[:, 0].numpy()
+    bicubic = upscale(lr, SCALE)  # microsr's one bicubic baseline, PyTorch's bicubic in numpy
     predictions = {"bicubic": bicubic, **{name: np.load(folder / f"pred_{name}.npy") for name in names}}
     scores: dict[str, Any] = {}
     for name, prediction in predictions.items():

@@ -2,8 +2,9 @@
 
 ``../shared/data/dlsim_drbeiliu`` (Jin et al. 2020): 15 raw frames ``HE_00..14`` (normal light)
 or ``LE_00..14`` (low light), 2x-upsampled by the authors and binned 2 x 2 back to their 60 nm
-grid, scored against the authors' reconstruction ``HER`` (30 nm). Each image is normalised by
-its own 0.1/99.9 percentiles, then PSNR (data range 1), SSIM and NRMSE; resolution is each
+grid, scored against the authors' reconstruction ``HER`` (30 nm) by
+``microsr.evaluate.score.score`` (HER normalised by its 0.1/99.9 percentiles, each image fitted
+to it by a gain and offset, then PSNR with data range 1, SSIM and NRMSE); resolution is each
 image's own decorrelation analysis (``microsr.evaluate.sim.compare_sim``, as ``microsr sim
 evaluate``). Wide-field is the mean of the 15 frames upsampled bicubically; classical is
 ``microsr sim reconstruct`` of them (ideal OTF, NA 1.2 at 525 nm). The shipped low-light model

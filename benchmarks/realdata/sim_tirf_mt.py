@@ -42,9 +42,7 @@ def consistency(result: np.ndarray, mean: np.ndarray, otf, pixel_size: float) ->
 
 def evaluate() -> dict:
     """Resolution (nm) and consistency of wide-field, classical SIM at each Wiener parameter and ``tirf9``."""
-    import torch
-    import torch.nn.functional as F
-
+    from microsr.evaluate.baseline import upscale
     from microsr.evaluate.metrics import decorrelation
     from microsr.optics import read_otf
     from microsr.sim.network import predict_sim
@@ -67,7 +65,7 @@ def evaluate() -> dict:
     rows.append({"method": "tirf9", "resolution_nm": decorrelation(learned, pixel_size=fine).resolution,
                  "consistency": consistency(learned, mean, otf, fine)})
     blind = estimate_pattern(frames, 3, 3, otf, raw.pixel_size)  # no nominal period: searched in the pass band
-    upsampled = F.interpolate(torch.from_numpy(mean)[None, None], scale_factor=2, mode="bicubic")[0, 0].numpy()
+    upsampled = upscale(mean, 2)
     return {
         "rows": rows,
         "pattern": {"period_nm": [float(raw.pixel_size / np.hypot(*k)) for k in pattern.k],

@@ -34,9 +34,7 @@ INPUT_FRAMES = 5
 
 def evaluate(cache: Path) -> list[dict]:
     """One row per method: psnr, ssim, rsp and resolution_nm."""
-    import torch
-    import torch.nn.functional as F
-
+    from microsr.evaluate.baseline import upscale
     from microsr.io import read_image
     from microsr.evaluate.metrics import decorrelation, error_map, normalize_percentile, psnr, ssim
     from microsr.sim.network import predict_sim
@@ -46,9 +44,8 @@ def evaluate(cache: Path) -> list[dict]:
     settings = ESRRFSettings(run_type="Unthreaded")
     reference = normalize_percentile(esrrf(stack, settings, cache=cache)[0])
     few = stack[:INPUT_FRAMES]
-    mean = torch.from_numpy(few.mean(axis=0))[None, None]
     images = {
-        "mean, bicubic x2": F.interpolate(mean, scale_factor=2, mode="bicubic")[0, 0].numpy(),
+        "mean, bicubic x2": upscale(few.mean(axis=0), 2),
         "eSRRF of the 5 frames": esrrf(few, settings, cache=cache)[0],
         "srrf5": predict_sim("srrf5", few),
     }

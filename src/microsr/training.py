@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -48,9 +47,12 @@ from microsr.data.normalize import PercentileNormalizer
 from microsr.data.simulated import SimulatedFrames, simulation_normalizer
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
+from microsr.evaluate.baseline import upscale
+from microsr.evaluate.score import ImageScore
+from microsr.evaluate.score import score as score_image
 from microsr.io import atomic_output, check_output, find_images, output_lock, read_image, select_planes
 from microsr.models import create_model, receptive_field, to_channels_last
-from microsr.models.losses import get_loss, ms_ssim
+from microsr.models.losses import get_loss
 from microsr.runtime.allocator import reuse_freed_memory
 from microsr.runtime.device import pick_device
 from microsr.runtime.precision import autocast, resolve_precision
@@ -360,34 +362,46 @@ def _learning_rate(peak: float, fraction: float, schedule: str) -> float:
 @torch.inference_mode()
 def _validate(net: nn.Module, val_set: Any, loss_fn: nn.Module, device: torch.device, dtype: torch.dtype,
               batch_size: int):
-    """Mean loss, PSNR (dB, data range 1 of normalised intensity) and SSIM over the fixed validation tiles."""
+    """Mean loss, and mean PSNR (dB) and SSIM of :func:`_tile_scores`, over the fixed validation tiles."""
     net.eval()
-    losses, psnrs, ssims = [], [], []
+    losses, scores = [], []
     for inputs, targets in DataLoader(val_set, batch_size=batch_size):
         with autocast(device, dtype):
             prediction = net(to_channels_last(inputs.to(device))).float().cpu()
         losses.append(loss_fn(prediction, targets).item())
-        psnrs.extend(_psnr(prediction, targets).tolist())
-        ssims.append(_ssim(prediction, targets))
-    return float(np.mean(losses)), float(np.mean(psnrs)), float(np.mean(ssims))
+        scores.extend(_tile_scores(prediction.numpy(), targets.numpy()))
+    return float(np.mean(losses)), *_means(scores)
 
 
 def _bicubic_psnr(val_set: Any, scale: int) -> float:
-    """Validation PSNR of bicubic upscaling of the centre input frame: the baseline to beat."""
-    psnrs = []
+    """Validation PSNR of the bicubic baseline (:func:`~microsr.evaluate.baseline.upscale`) of the centre
+    input frame, scored as :func:`_validate` scores the model: the baseline to beat."""
+    scores = []
     for inputs, targets in DataLoader(val_set, batch_size=16):
-        centre = inputs[:, inputs.shape[1] // 2 : inputs.shape[1] // 2 + 1]
-        psnrs.extend(_psnr(F.interpolate(centre, scale_factor=scale, mode="bicubic"), targets).tolist())
-    return float(np.mean(psnrs))
+        centre = inputs[:, inputs.shape[1] // 2 : inputs.shape[1] // 2 + 1].numpy()
+        scores.extend(_tile_scores(upscale(centre, scale), targets.numpy()))
+    return _means(scores)[0]
 
 
-def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    mse = ((prediction.clamp(0, 1) - target.clamp(0, 1)) ** 2).mean(dim=(1, 2, 3))
-    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+def _tile_scores(predictions: np.ndarray, targets: np.ndarray) -> list[ImageScore]:
+    """:func:`microsr.evaluate.score.score` (its default convention, as every microsr score) of each
+    ``(N, C, H, W)`` tile and channel against its target.
+
+    A constant target (e.g. an SMLM frame without emitters) has no structure to score and any
+    prediction fits it exactly, so it is left out. A non-finite prediction (a diverging model)
+    scores NaN, which the epoch's record then shows, rather than stopping the run here.
+    """
+    pairs = zip(predictions.reshape(-1, *predictions.shape[-2:]), targets.reshape(-1, *targets.shape[-2:]))
+    return [score_image(prediction, target) if np.isfinite(prediction).all()
+            else ImageScore(math.nan, math.nan, math.nan, prediction, target)
+            for prediction, target in pairs if np.ptp(target) > 0]
 
 
-def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    return float(ms_ssim(prediction.clamp(0, 1), target.clamp(0, 1), scales=1))
+def _means(scores: list[ImageScore]) -> tuple[float, float]:
+    """Mean PSNR and SSIM of ``scores``; NaN when no tile could be scored."""
+    if not scores:
+        return math.nan, math.nan
+    return float(np.mean([s.psnr for s in scores])), float(np.mean([s.ssim for s in scores]))
 
 
 def _save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, run: dict[str, Any],

@@ -245,8 +245,10 @@ def evaluate(
 ) -> None:
     """Compare wide-field (bicubic), classical SIM and models with a reference: PSNR, SSIM, NRMSE, resolution.
 
-    Every image is normalised by its own 0.1/99.9 percentiles before PSNR (data range 1), SSIM and
-    NRMSE; the resolution is the decorrelation analysis of each image alone (nm).
+    Scores as everywhere in microsr: the reference's 0.1/99.9 percentiles map to 0/1 and each result
+    is fitted to it by a least-squares gain and offset before PSNR (data range 1), SSIM and NRMSE;
+    wide-field is the frames' mean upscaled bicubically; the resolution is the decorrelation
+    analysis of each image alone (nm).
     """
     from microsr.evaluate.sim import compare_sim
     from microsr.sim.wiener import stack_frames

@@ -2,24 +2,25 @@
 
 :func:`benchmark` is ``microsr benchmark``: it matches LR and HR images by name
 (:func:`~microsr.io.pair_by_name`), upscales every LR image to its HR grid with each method
-(the model, any models to compare, :func:`upscale` bicubic and bilinear),
-registers the pair (:func:`register`), scores every method against the HR and
-writes ``metrics.csv``, ``summary.json`` and a self-contained ``report.html``.
+(the model, any models to compare, :func:`~microsr.evaluate.baseline.upscale` bicubic and
+bilinear), registers the pair (:func:`register`), scores every method against the HR with
+:func:`~microsr.evaluate.score.score` and writes ``metrics.csv``, ``summary.json`` and a
+self-contained ``report.html``.
 
 Conventions
 -----------
 These steps are the whole computation, so a score can be reproduced with
-scikit-image alone:
+scikit-image and PyTorch (or OpenCV) alone:
 
 1. **Grid.** The model predicts on the LR image; bicubic and bilinear upscaling
-   are ``skimage.transform.resize(lr, (h * s, w * s), order=3 or 1,
-   mode="symmetric", anti_aliasing=False, preserve_range=True)`` of the LR as
-   float64 (``order=3`` is cubic-spline interpolation; resize's default
-   ``clip=True`` keeps it within the LR's range; "symmetric" mirrors the image
-   about its edge, half a pixel beyond the edge pixels' centres, so an image
-   that is constant near its edge stays constant there). An HR side may differ
-   from ``s`` times the LR side by less than ``s`` pixels (floor or ceil
-   downsampling): all images are then cut to the common top-left region.
+   are :func:`~microsr.evaluate.baseline.upscale`, equal to
+   ``torch.nn.functional.interpolate(lr, scale_factor=s, mode="bicubic" or
+   "bilinear", align_corners=False)`` (Keys' cubic convolution with a = -0.75,
+   as OpenCV's ``INTER_CUBIC``; pixel centres aligned, edge pixels repeated
+   beyond the edge; see :mod:`microsr.evaluate.baseline` for why this bicubic).
+   An HR side may differ from ``s`` times the LR side by less than ``s`` pixels
+   (floor or ceil downsampling): all images are then cut to the common top-left
+   region.
 2. **Registration.** Both images are mean-subtracted and multiplied by a
    separable Tukey window (``scipy.signal.windows.tukey(n, 0.25)`` per axis);
    ``phase_cross_correlation(hr_tapered, bicubic_tapered, upsample_factor=20,
@@ -27,10 +28,9 @@ scikit-image alone:
    image onto the HR. Every method's output is moved by it with
    ``scipy.ndimage.shift(output, (dy, dx), order=3, mode="nearest")``, then a
    border of ``ceil(max(|dy|, |dx|)) + 2 * s`` pixels is cut from every side of
-   the outputs and of the HR. The ``2 * s`` pixels are the reach of a cubic
-   kernel on the LR grid (2 LR pixels); there the edge padding changes a linear
-   ramp by at most 1.3 % of one LR pixel's step (the spline prefilter's decay).
-   The registration correlation is the Pearson correlation of the
+   the outputs and of the HR. The ``2 * s`` pixels are the reach of the cubic
+   kernel on the LR grid (2 LR pixels), so the repeated edge pixels change no
+   baseline pixel that is scored. The registration correlation is the Pearson correlation of the
    shifted bicubic image and the HR in that region. A pair is refused when it
    is below :data:`MIN_CORRELATION` or the shift exceeds :data:`MAX_SHIFT` of
    the image side.
@@ -41,16 +41,15 @@ scikit-image alone:
    borders, identical in both images, then pull the shift towards 0 (errors of
    up to 2.8 px for 3 px shifts of x2 and x4 filament and EM images, against
    0.05 px without noise and 0.1-0.3 px with 20 photons per LR pixel here).
-3. **Intensities.** The HR region is mapped by
-   :func:`~microsr.evaluate.metrics.normalize_percentile` (0.1 and 99.9 percentiles of
-   its own pixels to 0 and 1); each method's region is mapped onto it by
-   :func:`~microsr.evaluate.metrics.normalize_like` (the least-squares gain and offset),
-   so no method is penalised for a global intensity difference.
-4. **Scores.** PSNR and SSIM with ``data_range=1`` and NRMSE (euclidean
-   normalisation) of the fitted output against the normalised HR, from
-   :mod:`microsr.evaluate.metrics` (scikit-image's functions with their defaults), and
-   the decorrelation resolution (:func:`~microsr.evaluate.metrics.decorrelation`) of the
-   fitted output: in nm when every HR image records its pixel size, else in pixels.
+3. **Scores.** :func:`~microsr.evaluate.score.score` with its default convention,
+   the one of every microsr score: the HR region is mapped by its own 0.1 and 99.9
+   percentiles to 0 and 1, each method's region onto it by the least-squares gain
+   and offset (so no method is penalised for a global intensity difference), then
+   PSNR and SSIM with ``data_range=1`` and NRMSE (euclidean normalisation), from
+   :mod:`microsr.evaluate.metrics` (scikit-image's functions with their defaults).
+4. **Resolution.** The decorrelation resolution
+   (:func:`~microsr.evaluate.metrics.decorrelation`) of the fitted output: in nm when
+   every HR image records its pixel size, else in pixels.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy
@@ -74,7 +73,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scipy import ndimage
 from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
-from skimage.transform import resize
 
 from microsr import __version__
 
@@ -82,7 +80,9 @@ from microsr.degrade import Degradation
 from microsr.degrade import degrade_image
 from microsr.errors import InputError
 from microsr.evaluate import metrics
+from microsr.evaluate.baseline import BASELINES, upscale
 from microsr.evaluate.report import Figure, Tile, write_report
+from microsr.evaluate.score import score
 from microsr.io import Image, Pair, atomic_output, check_output, in_memory, pair_by_name, read_image
 from microsr.predict.restorer import Restorer, load_model
 
@@ -90,11 +90,10 @@ __all__ = [
     "MAX_SHIFT",
     "MIN_CORRELATION",
     "BenchmarkResult",
+    "BenchmarkRow",
     "Registration",
-    "Score",
     "benchmark",
     "register",
-    "upscale",
 ]
 
 MIN_CORRELATION = 0.3
@@ -125,9 +124,6 @@ UPSAMPLE_FACTOR = 20
 TAPER_ALPHA = 0.25
 """Tukey window parameter of the registration taper: the outer 12.5 % of each side is tapered."""
 
-BASELINES = {"bicubic": 3, "bilinear": 1}
-"""Interpolating methods compared in every run: name -> scikit-image spline order."""
-
 MAIN_METHOD = "microsr"
 CSV_COLUMNS = ("image", "method", "psnr", "ssim", "nrmse", "resolution", "shift_y", "shift_x",
                "registration_correlation")
@@ -138,17 +134,19 @@ _ERROR_PERCENTILE = 99.5  # top of the error maps' shared colour scale
 
 CONVENTIONS = (
     "Each method upscales the LR image to the HR grid (HR = LR x scale; an HR up to scale-1 px larger or smaller "
-    "is cut to the common top-left region). bicubic/bilinear: skimage.transform.resize order 3/1, "
-    "mode='symmetric', anti_aliasing=False, preserve_range=True, clip=True. Registration: both images "
+    "is cut to the common top-left region). bicubic/bilinear: microsr.evaluate.baseline.upscale, "
+    "equal to torch.nn.functional.interpolate(mode='bicubic'/'bilinear', align_corners=False) (Keys a=-0.75, "
+    "edge pixels repeated). Registration: both images "
     f"mean-subtracted and tapered by scipy.signal.windows.tukey(n, {TAPER_ALPHA}) per axis, then "
     f"skimage.registration.phase_cross_correlation(hr, bicubic, upsample_factor={UPSAMPLE_FACTOR}, "
     "normalization=None); every output is moved by that shift with scipy.ndimage.shift(order=3, "
     "mode='nearest') and a border of ceil(max|shift|) + 2 x scale px is cut from all images; "
     "registration_correlation is the Pearson correlation of the "
     f"shifted bicubic image and the HR there (pairs below {MIN_CORRELATION}, or shifted by more than "
-    f"{MAX_SHIFT:.0%} of a side, are refused). The HR is normalised "
-    "by its 0.1/99.9 percentiles; each output is mapped onto it by the least-squares affine fit; PSNR and SSIM "
-    "(skimage defaults, data_range=1) and NRMSE (euclidean) compare them. resolution: decorrelation analysis "
+    f"{MAX_SHIFT:.0%} of a side, are refused). Scores: "
+    "microsr.evaluate.score.score: the HR is normalised by its 0.1/99.9 percentiles; each output is mapped onto "
+    "it by the least-squares affine fit; PSNR and SSIM (skimage defaults, data_range=1) and NRMSE (euclidean) "
+    "compare them. resolution: decorrelation analysis "
     "of the fitted output, in nm if every HR image records its pixel size, else px."
 )
 
@@ -182,7 +180,7 @@ class Registration:
         return self.crop(moved)
 
 
-class Score(NamedTuple):
+class BenchmarkRow(NamedTuple):
     """One row of ``metrics.csv``: a method's scores on one image."""
 
     image: str
@@ -204,55 +202,15 @@ class BenchmarkResult:
     ----------
     output : Path
         The report folder (``metrics.csv``, ``summary.json``, ``report.html``).
-    scores : tuple of Score
+    scores : tuple of BenchmarkRow
         Every row of ``metrics.csv``, by image, then method.
     summary : dict
         The content of ``summary.json``.
     """
 
     output: Path
-    scores: tuple[Score, ...]
+    scores: tuple[BenchmarkRow, ...]
     summary: dict[str, Any]
-
-
-def upscale(image: np.ndarray, scale: int, method: Literal["bicubic", "bilinear"] = "bicubic") -> np.ndarray:
-    """Interpolate a 2-D image ``scale`` times larger, as the benchmark's baselines do.
-
-    ``skimage.transform.resize`` to ``(h * scale, w * scale)`` with spline order 3
-    (bicubic) or 1 (bilinear), ``mode="symmetric"``, ``anti_aliasing=False``,
-    ``preserve_range=True`` and its default ``clip=True``, on float64 input.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        2-D image, any real dtype.
-    scale : int
-        Upsampling factor.
-    method : {"bicubic", "bilinear"}
-        Interpolation.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(h * scale, w * scale)``, in the input's intensity units.
-
-    Raises
-    ------
-    InputError
-        For an unknown method.
-
-    Examples
-    --------
-    >>> upscale(np.array([[0.0, 4.0]]), 2, "bilinear").tolist()
-    [[0.0, 1.0, 3.0, 4.0], [0.0, 1.0, 3.0, 4.0]]
-    """
-    if method not in BASELINES:
-        raise InputError(f"unknown upscaling method {method!r}; choose one of: {', '.join(BASELINES)}.")
-    image = np.asarray(image, dtype=np.float64)
-    shape = (image.shape[0] * scale, image.shape[1] * scale)
-    upscaled = resize(image, shape, order=BASELINES[method], mode="symmetric", anti_aliasing=False,
-                      preserve_range=True)
-    return upscaled.astype(np.float32)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -468,7 +426,7 @@ def _figure(case: _Case, fitted: dict[str, np.ndarray], reference: np.ndarray, s
     return Figure(case.name, [images, error_tiles], caption)
 
 
-def _summary(scores: Sequence[Score], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _summary(scores: Sequence[BenchmarkRow], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     summary = {}
     for method in methods:
         rows = [s for s in scores if s.method == method]
@@ -483,7 +441,7 @@ def _summary(scores: Sequence[Score], methods: Sequence[str]) -> dict[str, dict[
     return summary
 
 
-def _write_csv(path: Path, scores: Sequence[Score]) -> None:
+def _write_csv(path: Path, scores: Sequence[BenchmarkRow]) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_COLUMNS)
@@ -588,23 +546,22 @@ def benchmark(
         pixel_sizes = {case.pixel_size for case in cases}
         # Resolutions are averaged, so they share one unit: nm only when every HR image knows its pixel size.
         unit = "px" if None in pixel_sizes else "nm"
-        scores: list[Score] = []
+        scores: list[BenchmarkRow] = []
         figures: list[Figure] = []
         for case in bar.track(cases, description="scoring"):
             registration = case.registration
-            reference = metrics.normalize_percentile(registration.crop(case.hr))
-            fitted = {
-                name: metrics.normalize_like(registration.apply(image), reference)
-                for name, image in _outputs(case, models, main.scale, device, tile).items()
-            }
-            for name, image in fitted.items():
-                resolution = metrics.decorrelation(image, pixel_size=case.pixel_size if unit == "nm" else None)
-                scores.append(Score(
-                    case.name, name, metrics.psnr(reference, image, data_range=1.0),
-                    metrics.ssim(reference, image, data_range=1.0), metrics.nrmse(reference, image),
-                    resolution.resolution, *registration.shift, registration.correlation,
+            hr = registration.crop(case.hr)
+            fitted = {}
+            for name, image in _outputs(case, models, main.scale, device, tile).items():
+                result = score(registration.apply(image), hr)
+                fitted[name] = result.prediction
+                resolution = metrics.decorrelation(result.prediction,
+                                                   pixel_size=case.pixel_size if unit == "nm" else None)
+                scores.append(BenchmarkRow(
+                    case.name, name, result.psnr, result.ssim, result.nrmse, resolution.resolution,
+                    *registration.shift, registration.correlation,
                 ))
-            figures.append(_figure(case, fitted, reference, main.scale))
+            figures.append(_figure(case, fitted, result.reference, main.scale))
 
     summary: dict[str, Any] = {
         "methods": _summary(scores, [*models, *BASELINES]),

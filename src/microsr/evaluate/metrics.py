@@ -34,14 +34,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import torch
+from scipy.ndimage import correlate1d
 from scipy.signal.windows import tukey
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import check_finite
-from microsr.models import losses
 
 __all__ = [
     "DecorrelationResult",
@@ -245,12 +244,14 @@ def ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = No
 
 
 def ms_ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = None) -> float:
-    """Multi-scale SSIM of two 2-D images, as :func:`microsr.models.losses.ms_ssim`.
+    """Multi-scale SSIM of two 2-D images, the numpy twin of the training loss's :func:`microsr.models.losses.ms_ssim`.
 
     Both images are divided by ``data_range`` (no offset is subtracted), which is
     the same as ``pytorch_msssim.ms_ssim(..., data_range=data_range)``. The number of
-    scales and the window adapt to the image size (see :mod:`microsr.models.losses`), so
-    values from images of different sizes are not directly comparable.
+    scales and the window adapt to the image size as in :mod:`microsr.models.losses`
+    (the table there), so values from images of different sizes are not directly
+    comparable. Computed in float64 with numpy and scipy, so scoring needs no torch;
+    it equals the torch loss to float32 rounding (tested within 1e-5).
 
     Parameters
     ----------
@@ -280,11 +281,56 @@ def ms_ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None =
     if reference.ndim != 2:
         raise InputError(f"ms_ssim needs 2-D images, got shape {reference.shape}.")
     data_range = _data_range(reference, data_range)
+    x, y = image / data_range, reference / data_range
+    scales, win = _msssim_scales(min(x.shape))
+    weights = np.array(_MS_SSIM_WEIGHTS[:scales]) / sum(_MS_SSIM_WEIGHTS[:scales])
+    terms = []
+    for level in range(scales):
+        similarity, contrast = _ssim_and_contrast(x, y, win)
+        if level < scales - 1:
+            terms.append(contrast)
+            x, y = _average_pool(x), _average_pool(y)
+    terms.append(similarity)
+    # Fractional powers of negative terms are undefined, so they count as 0 (as in the loss).
+    return float(np.prod(np.maximum(np.array(terms), 0.0) ** weights))
 
-    def as_batch(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x / data_range)[None, None]
 
-    return float(losses.ms_ssim(as_batch(image), as_batch(reference)))
+# MS-SSIM constants of Wang et al. (2003) and pytorch_msssim, as in microsr.models.losses.
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_SSIM_K1, _SSIM_K2, _SSIM_SIGMA = 0.01, 0.03, 1.5
+
+
+def _msssim_scales(size: int) -> tuple[int, int]:
+    """Scales and window for a smaller side of ``size`` pixels: :func:`microsr.models.losses.msssim_scales`."""
+    for win in (11, 7):
+        for scales in range(len(_MS_SSIM_WEIGHTS), 1, -1):
+            if size > (win - 1) * 2 ** (scales - 1):
+                return scales, win
+    return 1, min(7, size - 1 + size % 2)
+
+
+def _ssim_and_contrast(x: np.ndarray, y: np.ndarray, win: int) -> tuple[float, float]:
+    """Mean SSIM and mean contrast-structure term, Gaussian window of ``win`` pixels without padding."""
+    coords = np.arange(win) - win // 2
+    kernel = np.exp(-(coords**2) / (2 * _SSIM_SIGMA**2))
+    kernel /= kernel.sum()
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        inside = (slice(win // 2, image.shape[0] - win // 2), slice(win // 2, image.shape[1] - win // 2))
+        return correlate1d(correlate1d(image, kernel, axis=0), kernel, axis=1)[inside]
+
+    c1, c2 = _SSIM_K1**2, _SSIM_K2**2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    contrast = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return float(np.mean(luminance * contrast)), float(np.mean(contrast))
+
+
+def _average_pool(image: np.ndarray) -> np.ndarray:
+    """2 x 2 means; an odd side gets a zero row or column in front, as ``F.avg_pool2d(x, 2, padding=1)``."""
+    image = np.pad(image, [(side % 2, 0) for side in image.shape])
+    return (image[0::2, 0::2] + image[1::2, 0::2] + image[0::2, 1::2] + image[1::2, 1::2]) / 4
 
 
 def nrmse(reference: np.ndarray, image: np.ndarray) -> float:

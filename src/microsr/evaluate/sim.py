@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from microsr.errors import InputError
-from microsr.evaluate.metrics import decorrelation, normalize_percentile, nrmse, psnr, ssim
+from microsr.evaluate.baseline import upscale
+from microsr.evaluate.metrics import decorrelation
+from microsr.evaluate.score import score
 from microsr.io import PathLike
 from microsr.io import read_image
 from microsr.optics import OTF
@@ -36,11 +36,13 @@ def compare_sim(
 ) -> list[dict[str, Any]]:
     """Score wide-field, classical SIM and trained models against a reference reconstruction.
 
-    Each result and the reference are normalised by their own 0.1/99.9 percentiles
-    (:func:`microsr.evaluate.metrics.normalize_percentile`); PSNR and SSIM then use data range 1,
-    NRMSE is ``||reference - image|| / ||reference||``; the resolution is each image's own
-    decorrelation analysis (:func:`microsr.evaluate.metrics.decorrelation`) in nm, ``None`` if
-    undetermined.
+    Wide-field is the mean of the raw frames upscaled by the bicubic baseline
+    (:func:`microsr.evaluate.baseline.upscale`). Every result is scored by
+    :func:`microsr.evaluate.score.score` with its default convention (the reference's
+    0.1/99.9 percentiles to 0/1, the result fitted to it by a least-squares gain and offset;
+    PSNR and SSIM with data range 1, NRMSE ``||reference - image|| / ||reference||``); the
+    resolution is each image's own decorrelation analysis
+    (:func:`microsr.evaluate.metrics.decorrelation`) in nm, ``None`` if undetermined.
 
     Parameters
     ----------
@@ -84,23 +86,18 @@ def compare_sim(
         raise InputError(
             f"reference of shape {target.shape} is not an integer multiple of the raw frames' {raw.shape[1:]}."
         )
-    mean = torch.from_numpy(raw.mean(axis=0))[None, None]
-    results = {"wide-field (bicubic)": F.interpolate(mean, scale_factor=scale, mode="bicubic")[0, 0].numpy()}
+    results = {"wide-field (bicubic)": upscale(raw.mean(axis=0), scale)}
     if scale == 2:
         otf = OTF.model(na, wavelength)
         results["classical Wiener SIM"] = reconstruct_sim(raw, angles, phases, pixel_size=pixel_size, otf=otf,
                                                           wiener=wiener, period=period)[0]
     for model in models:
         results[Path(str(getattr(model, "path", model))).name] = predict_sim(model, raw)
-    reference_n = normalize_percentile(target)
     rows = []
     for method, image in results.items():
-        image_n = normalize_percentile(image)
+        result = score(image, target)
         rows.append({
-            "method": method,
-            "psnr": psnr(reference_n, image_n, data_range=1.0),
-            "ssim": ssim(reference_n, image_n, data_range=1.0),
-            "nrmse": nrmse(reference_n, image_n),
+            "method": method, "psnr": result.psnr, "ssim": result.ssim, "nrmse": result.nrmse,
             "resolution": decorrelation(image, pixel_size=pixel_size / scale).resolution,
         })
     return rows

@@ -1,7 +1,8 @@
 """The Compare widget: score a prediction against a reference layer and map where they differ.
 
-It calls :mod:`microsr.evaluate.metrics` only: PSNR, SSIM and NRMSE on a common intensity
-scale, and the SQUIRREL-style :func:`~microsr.evaluate.metrics.error_map`.
+It scores with :func:`microsr.evaluate.score.score`, as every microsr entry point does
+(PSNR, SSIM and NRMSE on a common intensity scale), and maps the differences with the
+SQUIRREL-style :func:`~microsr.evaluate.metrics.error_map`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 
 from microsr.errors import InputError
-from microsr.evaluate.metrics import error_map, normalize_like, normalize_percentile, nrmse, psnr, ssim
+from microsr.evaluate.metrics import error_map
+from microsr.evaluate.score import score
 from microsr.napari._common import image_layer_box, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image
 
@@ -23,6 +25,7 @@ __all__ = ["CompareWidget", "compare"]
 
 PERCENTILE = "percentile (each image)"
 FIT = "fit to reference"
+_NORMALIZATIONS = {FIT: "fit", PERCENTILE: "percentile"}  # the widget's choices -> score()'s conventions
 
 
 def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = FIT) -> dict[str, Any]:
@@ -33,12 +36,12 @@ def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = 
     prediction, reference
         Images of the same shape.
     normalization
-        ``FIT`` (default): the reference's 0.1/99.9 percentiles are mapped to 0/1
-        (:func:`~microsr.evaluate.metrics.normalize_percentile`) and the prediction is fitted
-        to it by a gain and offset (:func:`~microsr.evaluate.metrics.normalize_like`);
-        ``PERCENTILE``: each image is mapped by its own percentiles, which penalises
-        a prediction whose darkest pixels undershoot (ringing) over the whole
-        background. PSNR and SSIM then use a data range of 1.
+        ``FIT`` (default, :func:`~microsr.evaluate.score.score`'s ``"fit"``): the
+        reference's 0.1/99.9 percentiles are mapped to 0/1 and the prediction is fitted
+        to it by a gain and offset; ``PERCENTILE`` (``"percentile"``): each image is
+        mapped by its own percentiles, which penalises a prediction whose darkest pixels
+        undershoot (ringing) over the whole background. PSNR and SSIM then use a data
+        range of 1.
 
     Returns
     -------
@@ -49,7 +52,8 @@ def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = 
     Raises
     ------
     InputError
-        If the shapes differ or an image is not finite.
+        If the shapes differ, an image is not finite or under 7 pixels per side, or the
+        reference is constant.
 
     Examples
     --------
@@ -58,18 +62,9 @@ def compare(prediction: np.ndarray, reference: np.ndarray, normalization: str = 
     >>> round(result["ssim"], 3), round(result["error"].rsp, 3)
     (1.0, 1.0)
     """
-    reference = np.asarray(reference, dtype=np.float32)
-    unit_reference = normalize_percentile(reference)
-    if normalization == FIT:
-        unit_prediction = normalize_like(prediction, unit_reference)
-    else:
-        unit_prediction = normalize_percentile(np.asarray(prediction, dtype=np.float32))
-    return {
-        "psnr": psnr(unit_reference, unit_prediction, data_range=1.0),
-        "ssim": ssim(unit_reference, unit_prediction, data_range=1.0),
-        "nrmse": nrmse(unit_reference, unit_prediction),
-        "error": error_map(reference, prediction),
-    }
+    result = score(prediction, reference, normalization=_NORMALIZATIONS[normalization])
+    return {"psnr": result.psnr, "ssim": result.ssim, "nrmse": result.nrmse,
+            "error": error_map(reference, prediction)}
 
 
 class CompareWidget(Container):

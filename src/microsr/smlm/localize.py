@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 
 from microsr.errors import InputError
-from microsr.smlm.score import Score, score
+from microsr.smlm.score import LocalizationScore, score
 from microsr.smlm.table import localization_table
 
 __all__ = ["CRITERIA", "DEFAULT_THRESHOLD", "PEAK_RADIUS", "THRESHOLDS", "TOLERANCE", "best_threshold", "localize"]
@@ -175,7 +175,7 @@ def best_threshold(
     thresholds: Sequence[float] = THRESHOLDS,
     tolerance: float = TOLERANCE,
     criterion: str = "jaccard",
-) -> tuple[float, Score]:
+) -> tuple[float, LocalizationScore]:
     """The peak threshold whose localizations in ``outputs`` match ``truth`` best (``criterion`` at ``tolerance``).
 
     Parameters
@@ -196,7 +196,7 @@ def best_threshold(
 
     Returns
     -------
-    threshold, Score
+    threshold, LocalizationScore
         The best threshold and its score at ``tolerance``.
 
     Examples

@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from microsr.errors import InputError
 from microsr.smlm.table import _check_table
 
-__all__ = ["Score", "score"]
+__all__ = ["LocalizationScore", "score"]
 
 
 # Lateral efficiency weight of the 2-D SMLM challenge: alpha = 1 nm^-1 when the Jaccard
@@ -30,7 +30,7 @@ _ALPHA_LATERAL = 0.01
 
 
 @dataclass(frozen=True)
-class Score:
+class LocalizationScore:
     """How well estimated localizations match the ground truth (see :func:`score`).
 
     Attributes
@@ -64,7 +64,7 @@ class Score:
     pairs: np.ndarray = field(repr=False, compare=False)
 
 
-def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> Score:
+def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> LocalizationScore:
     """Score estimated localizations against the ground truth, frame by frame.
 
     Within each frame, estimates and ground-truth emitters are paired one-to-one by
@@ -91,7 +91,7 @@ def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> Sc
 
     Returns
     -------
-    Score
+    LocalizationScore
 
     Raises
     ------
@@ -100,6 +100,7 @@ def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> Sc
 
     Examples
     --------
+    >>> from microsr.smlm.table import localization_table
     >>> truth = localization_table([1, 1, 2], [100.0, 1000.0, 100.0], [100.0, 100.0, 100.0])
     >>> found = localization_table([1, 1, 1], [130.0, 140.0, 1040.0], [100.0, 100.0, 100.0])
     >>> result = score(found, truth, radius=250)
@@ -118,7 +119,8 @@ def score(estimates: np.ndarray, truth: np.ndarray, radius: float = 250.0) -> Sc
     rmse = math.sqrt(float(np.mean(dx**2 + dy**2))) if tp else math.nan
     jaccard = _ratio(tp, tp + fp + fn)
     efficiency = 1.0 - math.sqrt((1.0 - jaccard) ** 2 + (_ALPHA_LATERAL * rmse) ** 2)
-    return Score(tp, fp, fn, _ratio(tp, tp + fn), _ratio(tp, tp + fp), jaccard, rmse, efficiency, float(radius), pairs)
+    return LocalizationScore(tp, fp, fn, _ratio(tp, tp + fn), _ratio(tp, tp + fp), jaccard, rmse, efficiency,
+                             float(radius), pairs)
 
 
 def _ratio(numerator: int, denominator: int) -> float:
