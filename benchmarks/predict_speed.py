@@ -9,17 +9,21 @@ TIFF (4096^2 at scale 4 is a 268-megapixel output) and for a 1024^2 one:
 The three run in turn, ``--repeats`` times, so that contention on a shared machine
 hits them alike; each case's fastest run counts, and file/memory ratios compare runs
 of the same round-robin. Also, for a 1024^2 input, ``whole_1024``: one tile covering
-the image, against ``memory_1024`` for the cost of tiling.
+the image, against ``memory_1024`` for the cost of tiling. ``--cases`` runs a subset
+(``memory`` always, as the reference) and ``--no-1024`` the SIZE^2 round-robins alone
+(for the 268-MP stream on a busy machine).
 
 Usage::
 
     python benchmarks/predict_speed.py --size 4096 --json predict_speed.json
+    python benchmarks/predict_speed.py --size 4096 --no-1024 --cases zarr --json stream.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -72,6 +76,7 @@ def _case(args: argparse.Namespace) -> dict:
         "megapixels_per_s": megapixels / seconds,
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork/exec.
         "peak_rss_mb": _peak_rss_kb() / 1024,
+        "loadavg_1min": os.getloadavg()[0],  # at the end of the case: contention from other jobs
     }
 
 
@@ -97,6 +102,9 @@ def main() -> None:
     parser.add_argument("--blend", type=int, help="LR pixels cross-faded per side (default: as the Predictor's)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--repeats", type=int, default=2, help="round-robins of memory, TIFF and Zarr per size")
+    parser.add_argument("--cases", default="tiff,zarr", help="file cases run against memory: tiff, zarr or both")
+    parser.add_argument("--no-1024", dest="small", action="store_false",
+                        help="skip the 1024^2 round-robins and whole_1024 (and the ratios that need them)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--case", choices=["memory", "tiff", "zarr", "whole"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -107,30 +115,37 @@ def main() -> None:
     resolved = Predictor(_model(args.model, args.scale), scale=args.scale, overlap=args.overlap, blend=args.blend,
                          precision=args.precision, progress=False)
     args.overlap, args.blend = resolved.overlap, resolved.blend
+    files = [case for case in _FILES if case in args.cases.split(",")]
+    sizes = dict.fromkeys((1024, args.size) if args.small else (args.size,))
 
+    load_start = os.getloadavg()
     runs: dict[str, list[dict]] = {}
-    for size in dict.fromkeys((1024, args.size)):
+    for size in sizes:
         for _ in range(args.repeats):
-            for case in ("memory", *_FILES):
+            for case in ("memory", *files):
                 runs.setdefault(f"{case}_{size}", []).append(_run(case, size, args))
-    runs["whole_1024"] = [_run("whole", 1024, args)]
+    if args.small:
+        runs["whole_1024"] = [_run("whole", 1024, args)]
     cases = {name: max(results, key=lambda r: r["megapixels_per_s"]) for name, results in runs.items()}
-    ratios = {}
-    for size in dict.fromkeys((1024, args.size)):
-        for case in _FILES:
+    ratios, per_round_ratios = {}, {}
+    for size in sizes:
+        for case in files:
             # Per round-robin, then the best: a burst of contention in one run does not decide the ratio.
             per_round = [f["megapixels_per_s"] / m["megapixels_per_s"]
                          for f, m in zip(runs[f"{case}_{size}"], runs[f"memory_{size}"])]
             ratios[f"{case}_vs_memory_{size}"] = max(per_round)
-    ratios.update(
-        tiled_whole_time=cases["memory_1024"]["seconds"] / cases["whole_1024"]["seconds"],
-        tiled_whole_rss=cases["memory_1024"]["peak_rss_mb"] / cases["whole_1024"]["peak_rss_mb"],
-        stream_rss_vs_1024=cases[f"zarr_{args.size}"]["peak_rss_mb"] / cases["zarr_1024"]["peak_rss_mb"],
-    )
+            per_round_ratios[f"{case}_vs_memory_{size}"] = per_round
+    if args.small:
+        ratios.update(
+            tiled_whole_time=cases["memory_1024"]["seconds"] / cases["whole_1024"]["seconds"],
+            tiled_whole_rss=cases["memory_1024"]["peak_rss_mb"] / cases["whole_1024"]["peak_rss_mb"],
+        )
+        if "zarr" in files:
+            ratios["stream_rss_vs_1024"] = cases[f"zarr_{args.size}"]["peak_rss_mb"] / cases["zarr_1024"]["peak_rss_mb"]
     settings = {key: getattr(args, key) for key in ("size", "model", "scale", "tile", "overlap", "blend", "batch_size",
-                                                  "precision", "repeats")}
+                                                  "precision", "repeats", "cases", "small")}
     settings.update(torch=torch.__version__, threads=torch.get_num_threads(), resolved_precision=str(resolved.dtype),
-                    cpu=hardware_name("cpu"))
+                    cpu=hardware_name("cpu"), loadavg_start=load_start)
 
     print(f"model {args.model} x{args.scale}, tile {args.tile}, overlap {args.overlap}, blend {args.blend}, "
           f"precision {args.precision} ({resolved.dtype}), {torch.get_num_threads()} CPU threads, {settings['cpu']}")
@@ -140,9 +155,13 @@ def main() -> None:
         print(f"{name:<14}{case['output_megapixels']:>10.1f}{case['seconds']:>10.1f}{every:>28}"
               f"{case['peak_rss_mb']:>13.0f}")
     for name, value in ratios.items():
-        print(f"{name:<24}{value:.2f}")
+        print(f"{name:<24}{value:.2f}" + (f"  (rounds: {', '.join(f'{r:.2f}' for r in per_round_ratios[name])})"
+                                          if name in per_round_ratios else ""))
+    settings["loadavg_end"] = os.getloadavg()
+    print(f"load average {settings['loadavg_start'][0]:.1f} at the start, {settings['loadavg_end'][0]:.1f} at the end")
     if args.json:
-        args.json.write_text(json.dumps({"settings": settings, "cases": cases, "runs": runs, "ratios": ratios},
+        args.json.write_text(json.dumps({"settings": settings, "cases": cases, "runs": runs, "ratios": ratios,
+                                         "per_round_ratios": per_round_ratios},
                                         indent=2))
 
 

@@ -15,7 +15,7 @@ import tifffile
 import zarr
 
 from microsr.errors import InputError
-from microsr.io import Image, atomic_output, check_finite, read_image, write_image
+from microsr.io import Image, atomic_output, check_finite, open_row_writer, read_image, write_image
 from microsr.io.image import _cgroup_headroom
 
 RNG = np.random.default_rng(0)
@@ -185,6 +185,44 @@ def test_png_refuses_float_data(tmp_path):
     with pytest.raises(InputError, match=r"out\.png.*\.tif"):
         write_image(tmp_path / "out.png", np.zeros((8, 8), np.float32))
     assert _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- streamed rows
+
+
+def test_a_streamed_ome_zarr_pyramid_equals_the_one_written_from_the_whole_image(tmp_path):
+    """Two planes of 1100 x 600 float32 (3 levels, chunks of 512 rows) streamed in bands of 300 rows
+    and blocks of 250 columns, stopped inside plane 1 and resumed from the progress reported."""
+    data = RNG.random((2, 1100, 600), dtype=np.float32) * 1000
+    layout = Image(da.zeros(data.shape, dtype=np.float32), "ZYX", pixel_size=20.0)
+    path = tmp_path / "streamed.ome.zarr"
+
+    def stream(writer, start, stop=None):
+        for plane in range(start[0], 2):
+            for row in range(start[1] if plane == start[0] else 0, 1100, 300):
+                band = data[plane, row : row + 300]
+                for col in range(0, 600, 250):
+                    writer.write(plane, row, col, band[:, col : col + 250])
+                writer.finish_rows(plane, row + len(band))
+                if (plane, row + len(band)) == stop:
+                    return
+        writer.flush()
+
+    stored = []
+    first = open_row_writer(path, layout, create=True, on_stored=lambda *done: stored.append(done))
+    stream(first, (0, 0), stop=(1, 600))
+    first.flush()
+    # Flushed at whole rows of chunks (512) and at a plane's end; rows 512-600 of plane 1 are not stored.
+    assert stored == [(0, 512), (1, 0), (1, 512)]
+    stream(open_row_writer(path, layout, create=False), stored[-1])
+
+    written = zarr.open_group(write_image(tmp_path / "written.ome.zarr", Image(data, "ZYX", 20.0)), mode="r")
+    streamed = zarr.open_group(path, mode="r")
+    assert dict(streamed.attrs) == {"ome": {**dict(written.attrs)["ome"], "multiscales": [
+        {**dict(written.attrs)["ome"]["multiscales"][0], "name": "streamed"}]}}
+    for k, shape in enumerate([(2, 1100, 600), (2, 550, 300), (2, 275, 150)]):
+        assert streamed[str(k)].shape == shape and streamed[str(k)].chunks == written[str(k)].chunks
+        np.testing.assert_array_equal(streamed[str(k)][:], written[str(k)][:])
 
 
 # --------------------------------------------------------------------------- reading

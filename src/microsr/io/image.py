@@ -8,6 +8,7 @@ records one. Writes are atomic (see :func:`atomic_output`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -868,19 +869,27 @@ class RowWriter:
     arrive band by band, left to right, rows in order within each plane. Open one with
     :func:`open_row_writer`. A TIFF's rows go to their place in the file at once; an
     OME-Zarr's are gathered until whole rows of chunks are done, then written with the
-    pyramid's coarser levels computed from them as they pass (never read back).
+    pyramid's coarser levels computed from them as they pass (never read back), in a
+    background thread while the next band is computed.
     """
 
     def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
         """Store ``block`` (``(rows, columns)``) at ``row``, ``col`` of plane number ``plane`` (C order of the lead axes)."""
         raise NotImplementedError
 
-    def finish_rows(self, plane: int, end: int) -> int:
-        """Rows before ``end`` of ``plane`` are all written: store what can be; return the first row not yet in the file."""
+    def finish_rows(self, plane: int, end: int) -> None:
+        """Rows before ``end`` of ``plane`` are all written: store what can be (perhaps in the background)."""
         raise NotImplementedError
 
+    def flush(self) -> None:
+        """Wait until everything handed to :meth:`finish_rows` is in the file; raise what went wrong storing it."""
 
-def open_row_writer(path: PathLike, image: Image, *, create: bool) -> RowWriter:
+
+# Called with the first (plane number, row) not yet in the file each time rows are stored.
+OnStored = Callable[[int, int], None]
+
+
+def open_row_writer(path: PathLike, image: Image, *, create: bool, on_stored: OnStored | None = None) -> RowWriter:
     """A :class:`RowWriter` into ``path`` (TIFF or OME-Zarr, by suffix, as :func:`write_image` writes them).
 
     Parameters
@@ -891,6 +900,11 @@ def open_row_writer(path: PathLike, image: Image, *, create: bool) -> RowWriter:
         Shape, axes, pixel size and Z spacing of the output; its float32 data is not read.
     create
         Make a new file, all zeros; otherwise reopen the one made earlier (to resume).
+    on_stored
+        Called with the first ``(plane number, row)`` not yet in the file whenever rows
+        have been stored: from :meth:`RowWriter.finish_rows` for a TIFF, from the writing
+        thread for an OME-Zarr (also after the caller has stopped on an error: the band
+        in flight is still stored, and reported).
 
     Raises
     ------
@@ -901,10 +915,12 @@ def open_row_writer(path: PathLike, image: Image, *, create: bool) -> RowWriter:
     --------
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "out.ome.zarr"
-    >>> writer = open_row_writer(path, Image(da.zeros((600, 40), dtype=np.float32), "YX", 50.0), create=True)
+    >>> writer = open_row_writer(path, Image(da.zeros((600, 40), dtype=np.float32), "YX", 50.0), create=True,
+    ...                          on_stored=lambda plane, row: print("stored up to", plane, row))
     >>> writer.write(0, 0, 0, np.ones((600, 40), np.float32))
     >>> writer.finish_rows(0, 600)
-    600
+    >>> writer.flush()
+    stored up to 1 0
     >>> read_image(path).data.mean().compute(), read_image(path).pixel_size
     (np.float32(1.0), 50.0)
     """
@@ -912,7 +928,8 @@ def open_row_writer(path: PathLike, image: Image, *, create: bool) -> RowWriter:
     check_streamable(path)
     if image.dtype != np.float32:
         raise InputError(f"{path}: rows are streamed as float32, not {image.dtype}.")
-    return (_ZarrRows if path.name.lower().endswith(".zarr") else _TiffRows)(path, image, create)
+    writer = _ZarrRows if path.name.lower().endswith(".zarr") else _TiffRows
+    return writer(path, image, create, on_stored or (lambda plane, row: None))
 
 
 def check_streamable(path: PathLike) -> None:
@@ -929,10 +946,15 @@ def check_streamable(path: PathLike) -> None:
         raise InputError(f"{path}: predictions stream to .tif, .tiff, .ome.tif, .ome.tiff, .zarr or .ome.zarr files.")
 
 
+def _next_row(plane: int, row: int, height: int) -> tuple[int, int]:
+    """The first (plane, row) not yet stored when rows before ``row`` of ``plane`` are."""
+    return (plane + 1, 0) if row == height else (plane, row)
+
+
 class _TiffRows(RowWriter):
     """An uncompressed TIFF made empty (sparse) by tifffile, its pixels then written where they belong."""
 
-    def __init__(self, path: Path, image: Image, create: bool) -> None:
+    def __init__(self, path: Path, image: Image, create: bool, on_stored: OnStored) -> None:
         order, options = _tiff_layout(image, ome=_is_ome_tiff(path))
         shape = tuple(image.shape[i] for i in order)
         # Only axes of length 1 may move (the C of an ImageJ hyperstack): the planes keep their order.
@@ -945,7 +967,7 @@ class _TiffRows(RowWriter):
             self.dtype = np.dtype(np.float32).newbyteorder(tif.byteorder)
         if self.offset is None:
             raise InputError(f"{path}: its pixels are not stored contiguously, so they cannot be streamed.")
-        self.path, self.height, self.width = path, *image.shape[-2:]
+        self.path, self.height, self.width, self.on_stored = path, *image.shape[-2:], on_stored
 
     def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
         with open(self.path, "r+b") as file:
@@ -953,28 +975,34 @@ class _TiffRows(RowWriter):
                 file.seek(self.offset + ((plane * self.height + row + i) * self.width + col) * self.dtype.itemsize)
                 file.write(np.ascontiguousarray(line, self.dtype).data)
 
-    def finish_rows(self, plane: int, end: int) -> int:
-        return end
+    def finish_rows(self, plane: int, end: int) -> None:
+        self.on_stored(*_next_row(plane, end, self.height))
 
 
 class _ZarrRows(RowWriter):
     """An OME-Zarr pyramid written a band of whole chunk rows at a time, each level halving the one before.
 
-    Rows are gathered in a buffer reused from band to band until they fill rows of
-    chunks (or end the plane); a flush starts at a multiple of ``step``, which every
-    level's chunk height and halving divide, so each level gets whole rows of its own.
+    Rows are gathered in a buffer until they fill rows of chunks (or end the plane); a
+    flush starts at a multiple of ``step``, which every level's chunk height and halving
+    divide, so each level gets whole rows of its own. A flushed band is halved, compressed
+    and written by one background thread while the next is computed (zarr and numpy leave
+    the GIL to it); the next flush waits for it, so at most one band is in flight, in the
+    second of two buffers that take turns.
     """
 
-    def __init__(self, path: Path, image: Image, create: bool) -> None:
+    def __init__(self, path: Path, image: Image, create: bool, on_stored: OnStored) -> None:
         if create:
             self.arrays = _create_zarr(path, image, name=_base_name(path), levels=None)
         else:
             group = zarr.open_group(path, mode="r+")
             self.arrays = [group[dataset["path"]] for dataset in group.attrs["ome"]["multiscales"][0]["datasets"]]
         self.lead_shape, (self.height, width) = image.shape[:-2], image.shape[-2:]
+        self.on_stored = on_stored
         self.step = math.lcm(self.arrays[0].chunks[-2], 2 ** (len(self.arrays) - 1))
-        self.buffer = np.empty((0, width), np.float32)
+        self.buffer, self.spare = np.empty((0, width), np.float32), np.empty((0, width), np.float32)
         self.plane, self.first, self.filled = -1, 0, 0  # buffer row 0 is row `first`; rows up to `filled` written
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="microsr-zarr-rows")
+        self.pending: concurrent.futures.Future | None = None
 
     def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
         if plane != self.plane:  # a plane's first block is its first row to write (0, or where a run resumes)
@@ -987,21 +1015,34 @@ class _ZarrRows(RowWriter):
         self.buffer[row - self.first : end, col : col + block.shape[1]] = block
         self.filled = max(self.filled, row + len(block))
 
-    def finish_rows(self, plane: int, end: int) -> int:
+    def finish_rows(self, plane: int, end: int) -> None:
         stop = end if end == self.height else end // self.step * self.step
         if plane != self.plane or stop <= self.first:
-            return self.first if plane == self.plane else 0
+            return
+        self.flush()  # the band before is stored: its buffer is free for the rows after this one
+        if len(self.spare) < len(self.buffer):
+            self.spare = np.empty_like(self.buffer)
+        left = self.filled - stop
+        self.spare[:left] = self.buffer[stop - self.first : self.filled - self.first]
         lead = np.unravel_index(plane, self.lead_shape) if self.lead_shape else ()
-        piece = self.buffer[: stop - self.first]
+        self.pending = self.thread.submit(self._store, lead, self.first, self.buffer[: stop - self.first],
+                                          _next_row(plane, stop, self.height))
+        self.buffer, self.spare = self.spare, self.buffer
+        self.first = stop
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def _store(self, lead: tuple[int, ...], first: int, piece: np.ndarray, stored: tuple[int, int]) -> None:
+        """Write rows ``first`` on of the plane at ``lead`` and their halvings; report ``stored``."""
         for k, array in enumerate(self.arrays):
             if k:
                 piece = _mean_2x2(piece)
-            top = self.first >> k
+            top = first >> k
             array[(*lead, slice(top, top + len(piece)), slice(None))] = piece
-        left = self.filled - stop
-        self.buffer[:left] = self.buffer[stop - self.first : self.filled - self.first].copy()
-        self.first = stop
-        return stop
+        self.on_stored(*stored)
 
 
 def _base_name(path: Path) -> str:
@@ -1145,11 +1186,16 @@ def _halve_yx(data: da.Array) -> da.Array:
 def _mean_2x2(block: np.ndarray) -> np.ndarray:
     """2x2 mean of the last two axes of ``block`` (an odd last row/column is dropped), in its dtype (integers rounded)."""
     h, w = block.shape[-2] // 2, block.shape[-1] // 2
-    pairs = block[..., : 2 * h, : 2 * w].reshape(*block.shape[:-2], h, 2, w, 2)
-    mean = pairs.mean(axis=(-3, -1))
-    if np.issubdtype(block.dtype, np.integer):
+    integer = np.issubdtype(block.dtype, np.integer)
+    wide = np.float64 if integer else np.result_type(block.dtype, np.float32)
+    # Sums of strided rows, then columns: 12x faster than a mean over reshaped axes (a quarter
+    # of a streamed OME-Zarr's writing time went there); float32 stays float32.
+    mean = np.add(block[..., 0 : 2 * h : 2, : 2 * w], block[..., 1 : 2 * h : 2, : 2 * w], dtype=wide)
+    mean = np.add(mean[..., 0::2], mean[..., 1::2])
+    mean *= 0.25
+    if integer:
         mean = np.round(mean)
-    return mean.astype(block.dtype)
+    return mean.astype(block.dtype, copy=False)
 
 
 def _scale(image: Image, level: int) -> list[float]:

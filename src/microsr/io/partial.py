@@ -4,7 +4,8 @@ It holds the output itself, in its final format and under its final name, writte
 row by row in place (:func:`microsr.io.open_row_writer`: a TIFF's rows go straight
 to their place in the file, an OME-Zarr's pyramid is built from bands as they pass),
 and ``progress.json``, the job that writes it and the first (plane, row) not yet
-in the file. When every row is written, :meth:`PartialOutput.finish` moves the
+in the file (an OME-Zarr's bands are stored in the background, and recorded once
+stored). When every row is written, :meth:`PartialOutput.finish` moves the
 output into place atomically. Nothing is read back or converted: writing costs
 no more than the bytes written (and a Zarr's compression).
 
@@ -33,6 +34,7 @@ import json
 import os
 import shutil
 import warnings
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,12 +54,16 @@ _PROGRESS_FILE = "progress.json"
 class PartialOutput:
     """An output being written plane by plane, band by band, with its progress; see :meth:`open`."""
 
+    # Partial outputs of this process by folder: a run stopped by an exception may still be
+    # storing its last band, which a new run on the same folder waits for.
+    _open: weakref.WeakValueDictionary[Path, PartialOutput] = weakref.WeakValueDictionary()
+
     def __init__(self, folder: Path, job: dict, layout: Image, name: str, create: bool) -> None:
         self.folder, self.job, self.path = folder, job, folder / name
         self.planes = int(np.prod(layout.shape[:-2], dtype=int))
-        self.height = layout.shape[-2]
-        self.writer = open_row_writer(self.path, layout, create=create)
         self.done = (0, 0)  # the first (plane, row) not yet in the file, as recorded in progress.json
+        self.writer = open_row_writer(self.path, layout, create=create, on_stored=self._save_progress)
+        PartialOutput._open[Path(os.path.abspath(folder))] = self
 
     @classmethod
     def open(
@@ -86,6 +92,12 @@ class PartialOutput:
         InputError
             If ``resume`` finds a partial output of a different job.
         """
+        earlier = cls._open.get(Path(os.path.abspath(folder)))
+        if earlier is not None:
+            try:
+                earlier.writer.flush()  # its progress then records what it stored
+            except Exception:  # noqa: BLE001 - that run's failure: what it did not store is not recorded
+                pass
         saved = _saved_progress(folder, name)
         if saved is not None and saved["job"] == job:
             if not resume:
@@ -107,7 +119,7 @@ class PartialOutput:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         partial = cls(folder, job, layout, name, create=True)
-        partial._save_progress((0, 0))
+        partial._save_progress(0, 0)
         return partial, (0, 0)
 
     def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
@@ -115,13 +127,13 @@ class PartialOutput:
         self.writer.write(plane, row, col, block)
 
     def finish_rows(self, plane: int, end: int) -> None:
-        """Rows before ``end`` of ``plane`` are all written: store them and record the progress that is safe."""
-        done = self.writer.finish_rows(plane, end)
-        self._save_progress((plane + 1, 0) if done == self.height else (plane, done))
+        """Rows before ``end`` of ``plane`` are all written: store them; progress is recorded as they are stored."""
+        self.writer.finish_rows(plane, end)
 
     def finish(self, output: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> Path:
         """Move the finished output to ``output`` atomically (as :func:`microsr.io.atomic_output`); delete the folder."""
         output = Path(output)
+        self.writer.flush()
         if self.done != (self.planes, 0):  # never move (and report) an unfinished output
             raise InputError(f"{self.folder}: the prediction stopped at row {self.done[1]} of plane {self.done[0]}; "
                              "run again with resume (--resume) to finish it.")
@@ -130,12 +142,12 @@ class PartialOutput:
         shutil.rmtree(self.folder)
         return output
 
-    def _save_progress(self, done: tuple[int, int]) -> None:
-        """Record that planes before ``done[0]`` and rows before ``done[1]`` of that plane are in the file."""
+    def _save_progress(self, plane: int, row: int) -> None:
+        """Record that planes before ``plane`` and rows before ``row`` of that plane are in the file."""
         temporary = self.folder / (_PROGRESS_FILE + ".tmp")
-        temporary.write_text(json.dumps({"job": self.job, "done": list(done)}))
+        temporary.write_text(json.dumps({"job": self.job, "done": [plane, row]}))
         os.replace(temporary, self.folder / _PROGRESS_FILE)  # atomic: a crash never leaves a torn record
-        self.done = done
+        self.done = (plane, row)
 
 
 def _saved_progress(folder: Path, name: str) -> dict | None:
