@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,8 @@ def _raw_block(block_id: tuple[int, int, int], size: int) -> np.ndarray:
 
 
 def _generate(path: Path, size: int) -> dict:
-    chunks = ((FRAMES,), *(((CHUNK,) * (size // CHUNK) + ((size % CHUNK,) if size % CHUNK else ())),) * 2))
+    side = (CHUNK,) * (size // CHUNK) + ((size % CHUNK,) if size % CHUNK else ())
+    chunks = ((FRAMES,), side, side)
     data = da.map_blocks(lambda block_id=None: _raw_block(block_id, size), chunks=chunks, dtype=np.uint16)
     start = time.perf_counter()
     write_image(path, Image(data, "CYX", pixel_size=PIXEL_SIZE), levels=1)
@@ -84,12 +86,15 @@ def _predict(args: argparse.Namespace) -> dict:
 
 
 def _child(case: str, args: argparse.Namespace, size: int, folder: Path) -> dict:
+    output = folder / f"{case}_{size}.ome.zarr"
     command = [sys.executable, __file__, "--case", case, "--size", str(size), "--model", args.model,
                "--tile", str(args.tile), "--precision", args.precision,
-               "--input", str(folder / f"raw_{size}.ome.zarr"), "--output", str(folder / f"{case}_{size}.ome.zarr")]
+               "--input", str(folder / f"raw_{size}.ome.zarr"), "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{case} {size} failed:\n{result.stderr}")
+    if case != "generate":
+        shutil.rmtree(output, ignore_errors=True)  # the next repeat writes it again
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -113,12 +118,13 @@ def main() -> None:
         print(json.dumps(_predict(args)))
         return
 
-    description = load_model(args.model).description
+    restorer = load_model(args.model)
+    description = restorer.description
     if description.channels is None or len(description.channels) != FRAMES:
         raise SystemExit(f"{args.model}: not a {FRAMES}-frame frames-as-channels model")
     cases: dict[str, dict] = {}
     runs: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for size in dict.fromkeys((1024, args.size)):
             cases[f"generate_{size}"] = _child("generate", args, size, folder)
@@ -135,9 +141,11 @@ def main() -> None:
         f"stream_{args.size}_vs_memory_1024": large["megapixels_per_s"] / cases["memory_1024"]["megapixels_per_s"],
     }
     settings = {key: getattr(args, key) for key in ("size", "model", "tile", "precision", "repeats", "limit_mb")}
-    settings.update(frames=FRAMES, torch=torch.__version__, threads=torch.get_num_threads(), cpu=hardware_name("cpu"))
+    settings.update(frames=FRAMES, torch=torch.__version__, threads=torch.get_num_threads(), cpu=hardware_name("cpu"),
+                    resolved_precision=str(restorer.predictor(precision=args.precision).dtype))
     verdict = "within" if large["peak_rss_mb"] <= args.limit_mb else "OVER"
-    print(f"model {args.model} ({FRAMES} frames as channels, x2), tile {args.tile}, precision {args.precision}, "
+    print(f"model {args.model} ({FRAMES} frames as channels, x2), tile {args.tile}, precision {args.precision} "
+          f"({settings['resolved_precision']}), "
           f"{torch.get_num_threads()} CPU threads, {settings['cpu']}")
     print(f"{'case':<16}{'output MP':>10}{'seconds':>10}{'MP/s (all runs)':>22}{'peak RSS MB':>13}")
     for name, case in cases.items():

@@ -10,12 +10,19 @@ smaller overlap, tiles are cross-faded with a smooth separable window over the
 inner ``blend`` pixels of the overlap (at most ``BLEND_MARGIN``), which spreads
 the small differences so that no seams show.
 
+Every microsr model goes through it: single-frame, a sliding window of frames along T
+or Z (``frames``), and frames as channels (``channels``: SIM raw frames, SRRF
+fluctuation frames, one output plane per acquisition). Only the block read for a tile
+differs; tiling, precision, streaming and resume are the same.
+
 Planes are processed one row of tiles (a *band*) at a time. A kept core is handed
 on as soon as the model returns it; cross-faded tiles are summed over a band of
 output rows, handed on as soon as no later band can touch them. The same loop
-fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
+fills an in-memory array (:meth:`Predictor.predict`), hands on whole planes one at a
+time (:meth:`Predictor.planes`, for SMLM stacks) or streams to a file
 (:meth:`Predictor.predict_to_file`), so memory never depends on the image size (nor
-on its width, with kept cores).
+on its width, with kept cores). Planes that fit in one tile go through the model
+``batch_size`` at a time.
 
 Streaming writes the output in its final format inside ``OUTPUT.partial`` (with a
 ``progress.json`` naming the finished rows, :mod:`microsr.io.partial`): a TIFF's
@@ -224,12 +231,12 @@ class _Source:
         in one go: a chunk of a file holds many small planes (an SMLM stack's frames), and each read
         costs a chunk."""
         first, last = leads[0], leads[-1]
-        if len(leads) == 1 or self.frame_axis is not None:
+        consecutive = (self.frame_axis is None and len(leads) > 1 and all(lead[:-1] == first[:-1] for lead in leads)
+                       and last[-1] - first[-1] == len(leads) - 1)
+        if not consecutive:
             return [self.read(lead, rows, cols) for lead in leads]
-        if all(lead[:-1] == first[:-1] for lead in leads) and last[-1] - first[-1] == len(leads) - 1:
-            block = self.read((*first[:-1], slice(first[-1], last[-1] + 1)), rows, cols, planes=len(leads))
-            return [plane[None] for plane in block]
-        return [self.read(lead, rows, cols) for lead in leads]
+        block = self.read((*first[:-1], slice(first[-1], last[-1] + 1)), rows, cols, planes=len(leads))
+        return [plane[None] for plane in block]
 
 
 # --------------------------------------------------------------------------- predictor
@@ -348,8 +355,9 @@ class Predictor:
             channels, frames = tuple(int(c) for c in channels), 1
         elif frames % 2 == 0:
             raise InputError(f"frames={frames}: the frame window is centred on the output frame, so it must be odd.")
-        if frame_axis not in ("T", "Z", *("C" * (channels is not None))):
-            raise InputError(f"frame_axis={frame_axis!r}: use 'T' or 'Z'" + (" or 'C'." if channels else "."))
+        allowed = ("T", "Z") if channels is None else ("T", "Z", "C")
+        if frame_axis not in allowed:
+            raise InputError(f"frame_axis={frame_axis!r}: use {' or '.join(map(repr, allowed))}.")
         self.device = torch.device(device)
         # channels_last is what oneDNN's and cuDNN's fastest convolution kernels use.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
