@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def main() -> None:
         raise SystemExit(f"{args.model}: not a {FRAMES}-frame frames-as-channels model")
     cases: dict[str, dict] = {}
     runs: dict[str, list[dict]] = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for size in dict.fromkeys((1024, args.size)):
@@ -142,7 +144,8 @@ def main() -> None:
     }
     settings = {key: getattr(args, key) for key in ("size", "model", "tile", "precision", "repeats", "limit_mb")}
     settings.update(frames=FRAMES, torch=torch.__version__, threads=torch.get_num_threads(), cpu=hardware_name("cpu"),
-                    resolved_precision=str(restorer.predictor(precision=args.precision).dtype))
+                    resolved_precision=str(restorer.predictor(precision=args.precision).dtype),
+                    load_average={"before": load_before, "after": os.getloadavg()})
     verdict = "within" if large["peak_rss_mb"] <= args.limit_mb else "OVER"
     print(f"model {args.model} ({FRAMES} frames as channels, x2), tile {args.tile}, precision {args.precision} "
           f"({settings['resolved_precision']}), "
