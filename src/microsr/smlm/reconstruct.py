@@ -237,6 +237,7 @@ def training_mismatch(stack: Image | np.ndarray, info: dict[str, Any], pixel_siz
 
     Examples
     --------
+    >>> from microsr.simulate.smlm import simulate_stack
     >>> stack, _ = simulate_stack(SMLMSimulation(size=32, density=20.0, background=(10, 60)), 60, seed=0)
     >>> info = {"run": {"data": {"simulation": {"preset": "broad"}}}}
     >>> print(training_mismatch(stack, info, 100.0)[0])  # doctest: +ELLIPSIS
