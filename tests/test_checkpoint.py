@@ -84,3 +84,27 @@ def test_a_folder_named_like_a_shipped_model_says_what_it_hides(tmp_path, monkey
     (tmp_path / "tirf9").mkdir()  # e.g. the folder its simulated training data went to
     with pytest.raises(InputError, match=r"hides the shipped model 'tirf9': give its file, .*tirf9\.safetensors"):
         checkpoint_path("tirf9")
+
+
+def test_shipped_checkpoints_read_into_typed_descriptions():
+    """The on-disk format is unchanged: every shipped model's JSON reads into a ModelDescription
+    that says how its input is laid out."""
+    from microsr.checkpoint import ModelDescription
+
+    layouts = {}
+    for name in ("smlm", "tirf9", "srrf5", "sim_lowlight"):
+        _, info = load_checkpoint(name)
+        d = ModelDescription.from_info(info, name)
+        layouts[name] = (d.layout, d.scale, d.frames, d.channels and len(d.channels), d.input_pixel_size)
+    assert layouts == {"smlm": ("single", 8, 1, None, 100.0), "tirf9": ("channels", 2, 9, 9, 62.6),
+                       "srrf5": ("channels", 2, 5, 5, 100.0), "sim_lowlight": ("channels", 2, 15, 15, 60.0)}
+    assert ModelDescription.from_info(load_checkpoint("smlm")[1]).smlm["threshold"] == 0.0075
+
+
+def test_a_damaged_description_is_an_input_error():
+    from microsr.checkpoint import ModelDescription
+
+    with pytest.raises(InputError, match="lacks 'normalization'"):
+        ModelDescription.from_info({"scale": 2}, "m.safetensors")
+    with pytest.raises(InputError, match="malformed"):
+        ModelDescription.from_info({"scale": "two", "normalization": {}}, "m.safetensors")

@@ -409,3 +409,133 @@ def test_rescale_image_resamples_lazily():
     assert plane.min() >= 0 and plane.max() <= 100
     with pytest.raises(InputError, match="positive"):
         rescale_image(image, 0)
+
+
+# --------------------------------------------------------------------------- frames as channels (SIM, SRRF)
+
+
+def _random_weights(model: nn.Module) -> nn.Module:
+    """Weights that make every layer matter (a fresh ResUNet's last layer starts near zero)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sim_model(tmp_path_factory):
+    """An untrained 3-channel ResUNet that reads frames 0, 2 and 4 of each 5-frame acquisition along C,
+    saved as `microsr train` saves a frames-as-channels model (60 nm input pixels)."""
+    from microsr.checkpoint import load_checkpoint, save_checkpoint
+
+    arch = {"name": "resunet_small", "in_channels": 3, "scale": 2}
+    model = _random_weights(create_model(**arch))
+    # The receptive field of the architecture, as measured when the shipped sim_lowlight was trained
+    # (measuring it again takes half a minute).
+    _, shipped = load_checkpoint("sim_lowlight")
+    assert shipped["arch"]["name"] == arch["name"]
+    info = {"arch": arch, "scale": 2, "frames": 3, "frame_axis": "C", "receptive_field": shipped["receptive_field"],
+            "normalization": PercentileNormalizer().to_dict(), "input_pixel_size": 60.0, "output_pixel_size": 30.0,
+            "run": {"data": {"frame_axis": "C", "channels": [0, 2, 4], "frames": 3}}}
+    return save_checkpoint(tmp_path_factory.mktemp("sim_model") / "sim.safetensors", model, info)
+
+
+@pytest.fixture
+def raw_file(tmp_path, rng):
+    """One acquisition of 5 raw frames along C, 60 nm pixels."""
+    data = rng.integers(100, 4000, (5, 40, 52)).astype(np.uint16)
+    return write_image(tmp_path / "raw.tif", Image(data, "CYX", pixel_size=60.0))
+
+
+def _cli(argv):
+    from microsr.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+def test_frames_as_channels_model_streams_tile_by_tile_like_the_whole_image(tmp_path, sim_model, raw_file, capsys):
+    """`microsr predict` takes a SIM/SRRF model: 3 x 4 tiles of 16 px with the receptive-field
+    overlap give the one-tile (whole-image) result, from the frames the model reads."""
+    from microsr.predict.restorer import load_model
+
+    restorer = load_model(sim_model)
+    assert restorer.description.layout == "channels" and restorer.description.channels == (0, 2, 4)
+    output = tmp_path / "out.ome.zarr"
+    assert _cli(["predict", str(sim_model), str(raw_file), "-o", str(output), "--tile", "16", "--precision", "fp32",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    streamed = read_image(output)
+    assert (streamed.axes, streamed.shape, streamed.pixel_size) == ("YX", (80, 104), 30.0)
+    raw = np.asarray(read_image(raw_file).data)
+    whole = restorer.predict(raw, axes="CYX", tile=64, precision="fp32")
+    span = float(np.ptp(whole))
+    # Tiles that see the whole receptive field differ from one tile only by float32 summation order.
+    assert np.abs(np.asarray(streamed.data) - whole).max() < 1e-5 * span
+    # With the normalisation fixed, the frames it does not read do not matter; those it reads do.
+    predictor = restorer.predictor(tile=64, precision="fp32")
+    predictor.normalizer = PercentileNormalizer().fit(raw)
+    changed = raw.copy()
+    changed[[1, 3]] = 0
+    np.testing.assert_array_equal(predictor.predict(changed, axes="CYX"), predictor.predict(raw, axes="CYX"))
+    changed[2] = changed[2][::-1]
+    assert np.abs(predictor.predict(changed, axes="CYX") - whole).max() > 0.01 * span
+
+
+def test_frames_as_channels_acquisitions_along_t(sim_model, rng):
+    """(T, frames, Y, X): one output plane per acquisition, each as predicted alone."""
+    from microsr.predict.restorer import load_model
+
+    restorer = load_model(sim_model)
+    stack = rng.integers(100, 4000, (2, 5, 24, 20)).astype(np.uint16)
+    fitted = PercentileNormalizer().fit(stack)  # one normalisation for the stack and for each acquisition alone
+    predictor = restorer.predictor(tile=16, precision="fp32")
+    predictor.normalizer = fitted
+    both = predictor.predict(stack, axes="TCYX")
+    assert both.shape == (2, 48, 40)
+    for t in range(2):
+        np.testing.assert_allclose(both[t], predictor.predict(stack[t], axes="CYX"), rtol=0, atol=1e-6 * np.ptp(both))
+    with pytest.raises(InputError, match=r"reads frames \[0, 2, 4\] of each acquisition along C, which has 4"):
+        predictor.predict(stack[:, :4], axes="TCYX")
+    with pytest.raises(InputError, match="no C axis"):
+        predictor.predict(np.zeros((2, 5, 8, 8)), axes="TZYX")
+
+
+def test_frames_as_channels_resume(tmp_path, sim_model, raw_file):
+    from microsr.predict.restorer import Restorer, load_model
+
+    loaded = load_model(sim_model)
+    options = dict(tile=16, precision="fp32", device="cpu")
+    reference = loaded.predict(np.asarray(read_image(raw_file).data), axes="CYX", **options)
+    output = tmp_path / "out.tif"
+    interrupted = Restorer(Interrupting(loaded.module, stop_at=7), loaded.info, loaded.path)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.predict_file(raw_file, output, **options)
+    assert not output.exists() and (tmp_path / "out.tif.partial" / "progress.json").is_file()
+    resumed = Interrupting(loaded.module)
+    Restorer(resumed, loaded.info, loaded.path).predict_file(raw_file, output, resume=True, **options)
+    # 3 bands of 4 tiles: the 6 tiles of the first band and a half were done, bands 2 and 3 remain (8 tiles).
+    assert resumed.calls == 8
+    np.testing.assert_allclose(np.asarray(read_image(output).data), reference, rtol=0, atol=1e-5 * np.ptp(reference))
+
+
+def test_frames_as_channels_pixel_size_guard(tmp_path, sim_model, raw_file, capsys):
+    """Frames at 80 nm for a 60 nm model are refused (no resampling: a SIM pattern would move), unless forced."""
+    argv = ["predict", str(sim_model), str(raw_file), "--pixel-size", "80", "--device", "cpu", "--precision", "fp32"]
+    assert _cli([*argv, "-o", str(tmp_path / "refused.tif")]) == 2
+    assert "use a model trained at 80 nm, or pass --force" in capsys.readouterr().err
+    assert _cli([*argv, "-o", str(tmp_path / "rescaled.tif"), "--rescale"]) == 2
+    assert "cannot be resampled" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.tif"]
+    assert _cli([*argv, "-o", str(tmp_path / "forced.tif"), "--force"]) == 0
+    assert read_image(tmp_path / "forced.tif").pixel_size == pytest.approx(40.0)
+
+
+def test_sim_predict_is_microsr_predict(tmp_path, sim_model, raw_file, capsys):
+    common = ["--tile", "32", "--precision", "fp32", "--device", "cpu"]
+    assert _cli(["predict", str(sim_model), str(raw_file), "-o", str(tmp_path / "a.tif"), *common]) == 0
+    assert _cli(["sim", "predict", str(sim_model), str(raw_file), "-o", str(tmp_path / "b.tif"), *common]) == 0, \
+        capsys.readouterr().err
+    a, b = (read_image(tmp_path / name) for name in ("a.tif", "b.tif"))
+    assert (a.shape, a.pixel_size) == (b.shape, b.pixel_size) == ((80, 104), 30.0)
+    np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))

@@ -147,15 +147,17 @@ def test_cli_sim_predict(simulated, three_frame_model, tmp_path, capsys):
     assert exit_info.value.code == 0
 
 
-def test_plain_predict_refuses_a_frames_as_channels_model(simulated, three_frame_model, tmp_path, capsys):
+def test_plain_predict_takes_a_frames_as_channels_model(simulated, three_frame_model, tmp_path, capsys):
+    """`microsr predict` runs a SIM model through the same engine as `sim predict` and predict_sim."""
     folder, _ = simulated
+    raw = folder / "raw" / "0002.tif"
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", str(three_frame_model), str(folder / "raw" / "0002.tif"), "-o", str(tmp_path / "out.tif"),
-              "--device", "cpu"])
-    assert exit_info.value.code == 2
-    message = capsys.readouterr().err
-    assert "reads frames [0, 3, 6]" in message and "microsr sim predict" in message
-    assert not (tmp_path / "out.tif").exists()
+        main(["predict", str(three_frame_model), str(raw), "-o", str(tmp_path / "out.tif"), "--device", "cpu"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    predicted = read_image(tmp_path / "out.tif")
+    assert (predicted.axes, predicted.pixel_size) == ("YX", 30.0)
+    direct = predict_sim(three_frame_model, np.asarray(read_image(raw).data))
+    np.testing.assert_allclose(np.asarray(predicted.data), direct, rtol=0, atol=1e-3 * np.abs(direct).max())
 
 
 def test_shipped_low_light_model_restores_simulated_low_light_fields(tmp_path):

@@ -6,6 +6,11 @@ normalisation, degradation, the pixel size the model expects, the run
 configuration and the microsr version. Loading never unpickles anything, so a
 checkpoint from a stranger cannot run code.
 
+:class:`ModelDescription` reads that document into typed fields, once: how to
+rebuild the network and how to feed it (scale, the layout of its input frames,
+normalisation, pixel size). The document itself stays a plain JSON dict on disk, so
+checkpoints written by any microsr version load unchanged.
+
 A training run's folder holds ``best.safetensors``, ``last.safetensors``,
 ``config.json`` (the same description, for people) and ``train_state.pt``
 (optimiser state for ``--resume``; read with ``torch.load(weights_only=True)``).
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +35,126 @@ from microsr.errors import InputError
 from microsr.io import atomic_output
 from microsr.pretrained import PRETRAINED, pretrained_path
 
-__all__ = ["FORMAT_VERSION", "checkpoint_path", "load_checkpoint", "load_state_into", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION", "ModelDescription", "checkpoint_path", "load_checkpoint", "load_state_into", "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 _KEY = "microsr"
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a checkpoint says about its model, typed: how to rebuild it and how to feed it.
+
+    A model's input is laid out in one of three ways:
+
+    * **single frame** (``frames == 1``, no ``channels``): each YX plane on its own;
+    * **sliding window** (``frames > 1``, no ``channels``): each output plane from the
+      ``frames`` adjacent planes centred on it along ``frame_axis`` (``T`` or ``Z``);
+    * **frames as channels** (``channels``, e.g. SIM's 15 raw frames, SRRF's 5): each
+      acquisition's frames ``channels`` along ``frame_axis`` (typically ``C``) are the
+      input channels, and one output plane comes from each acquisition.
+
+    Attributes
+    ----------
+    scale : int
+        Upsampling factor.
+    normalization : dict
+        The :class:`~microsr.data.normalize.PercentileNormalizer` as a dict.
+    frames : int
+        Input channels of the network (the window, or ``len(channels)``).
+    frame_axis : str
+        Axis the frames come from.
+    channels : tuple of int or None
+        For frames-as-channels models, the frames of each acquisition it reads.
+    lr_planes : dict
+        Planes of other axes the model was trained on (``data.lr_planes``, e.g. ``{"Z": 1}``
+        for T-SIM's middle time point); frames-as-channels inputs take the same planes.
+    input_pixel_size, output_pixel_size : float or None
+        nm, when known.
+    receptive_field : int or None
+        Radius in input pixels, measured at training.
+    arch : dict or None
+        Registry name and arguments (``None``: a custom architecture).
+    degradation : dict or None
+        The degradation it was trained with.
+    smlm : dict
+        SMLM calibration (``threshold``, validation scores); empty for other models.
+    run : dict
+        The training run's configuration, as recorded.
+
+    Examples
+    --------
+    >>> d = ModelDescription.from_info({"scale": 2, "frames": 3, "frame_axis": "C",
+    ...     "normalization": {"type": "percentile", "low": 0.1, "high": 99.9},
+    ...     "run": {"data": {"channels": [0, 3, 6], "lr_planes": {"Z": 1}}}})
+    >>> d.layout, d.channels, d.lr_planes
+    ('channels', (0, 3, 6), {'Z': 1})
+    """
+
+    scale: int
+    normalization: Mapping[str, Any]
+    frames: int = 1
+    frame_axis: str = "T"
+    channels: tuple[int, ...] | None = None
+    lr_planes: Mapping[str, int] = field(default_factory=dict)
+    input_pixel_size: float | None = None
+    output_pixel_size: float | None = None
+    receptive_field: int | None = None
+    arch: Mapping[str, Any] | None = None
+    degradation: Mapping[str, Any] | None = None
+    smlm: Mapping[str, Any] = field(default_factory=dict)
+    run: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any], source: str | os.PathLike[str] = "checkpoint") -> ModelDescription:
+        """Read a checkpoint's JSON description (as :func:`load_checkpoint` returns it).
+
+        Raises
+        ------
+        InputError
+            If ``scale`` or ``normalization`` is missing or malformed: the file is damaged
+            or not from microsr.
+        """
+        for key in ("scale", "normalization"):
+            if key not in info:
+                raise InputError(
+                    f"{source}: the checkpoint's description lacks {key!r}; it is damaged or not from microsr."
+                )
+        run = info.get("run") or {}
+        data = run.get("data") or {}
+        try:
+            channels = data.get("channels")
+            return cls(
+                scale=int(info["scale"]),
+                normalization=dict(info["normalization"]),
+                frames=int(info.get("frames", 1)),
+                frame_axis=str(info.get("frame_axis", "T")),
+                channels=None if channels is None else tuple(int(c) for c in channels),
+                lr_planes={str(axis): int(i) for axis, i in (data.get("lr_planes") or {}).items()},
+                input_pixel_size=_number(info.get("input_pixel_size")),
+                output_pixel_size=_number(info.get("output_pixel_size")),
+                receptive_field=None if info.get("receptive_field") is None else int(info["receptive_field"]),
+                arch=info.get("arch"),
+                degradation=info.get("degradation"),
+                smlm=info.get("smlm") or {},
+                run=run,
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{source}: the checkpoint's description is malformed ({exc}); it is damaged or "
+                             "was edited.") from None
+
+    @property
+    def layout(self) -> str:
+        """``"single"``, ``"window"`` or ``"channels"``: how the input frames are laid out (see the class)."""
+        if self.channels is not None:
+            return "channels"
+        return "window" if self.frames > 1 else "single"
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, info: dict[str, Any]) -> Path:

@@ -277,7 +277,8 @@ def predict(
 ) -> None:
     """Restore IMAGE with a trained model, tile by tile, into OUTPUT (pixel size = input's / scale).
 
-    2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work;
+    2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work,
+    and so do frames-as-channels models (SIM, SRRF: one output plane per acquisition of raw frames);
     memory stays constant however large the image is.
     """
     from microsr.evaluate.consistency import consistency_file, consistency_path

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from microsr.cli.options import PrecisionOption
 from microsr.errors import InputError
-
-if TYPE_CHECKING:
-    from microsr.io import Image
-    from microsr.predict.restorer import Restorer
 
 sim_app = typer.Typer(
     name="sim",
@@ -166,61 +163,37 @@ def reconstruct(
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder trained with data.channels, or its .safetensors.")],
     raw: Annotated[Path, typer.Argument(help="Raw frames: (frames, Y, X) or (T, frames, Y, X); TIFF, Zarr or MRC.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (float32).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .ome.zarr/.zarr or .tif (float32).")],
+    tile: Annotated[int, typer.Option(min=1, help="Input tile side in pixels.")] = 512,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    precision: PrecisionOption = "auto",
     pixel_size: PixelSizeOption = None,
     force: Annotated[
         bool, typer.Option(help="Predict even if the frames' pixel size differs from the model's by over 10 %.")
     ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted prediction into OUTPUT.")] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Apply a multi-frame SIM (or SRRF) model to every acquisition of RAW.
+    """Apply a multi-frame SIM (or SRRF) model to every acquisition of RAW, tile by tile.
 
-    A model trained on some planes of its acquisitions (`data.lr_planes`, e.g. the middle of
-    T-SIM's 3 time points) takes the same planes of RAW when RAW has those axes.
+    The same engine as `microsr predict` (which takes these models too), with MRC input. A model
+    trained on some planes of its acquisitions (`data.lr_planes`, e.g. the middle of T-SIM's 3 time
+    points) takes the same planes of RAW when RAW has those axes.
     """
-    from microsr.io import check_image_output, write_image
-    from microsr.predict.engine import check_pixel_size
+    from microsr.io import check_image_output
     from microsr.predict.restorer import load_model
-    from microsr.sim.network import predict_sim
-    from microsr.sim.wiener import read_raw, sim_frames
     from microsr.runtime.device import pick_device
+    from microsr.sim.wiener import read_raw
 
     check_image_output(output, overwrite, inputs=[raw, model], dtype=np.float32)
     restorer = load_model(model)
-    image = _training_planes(restorer, read_raw(raw, pixel_size=pixel_size))
-    check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=False, force=force, can_rescale=False)
-    frames, axes = sim_frames(image, _acquisition_frames(restorer, image))
-    results = np.stack([predict_sim(restorer, f, device=pick_device(device)) for f in frames])
-    pixel_size = None if image.pixel_size is None else image.pixel_size / restorer.scale
-    write_image(output, results if axes.startswith("T") else results[0], axes=axes, pixel_size=pixel_size,
-                overwrite=overwrite, inputs=[raw])
-    out.print(f"wrote {output}")
-
-
-def _training_planes(restorer: Restorer, image: Image) -> Image:
-    """The planes of ``image`` the model was trained on (its ``data.lr_planes``), of the axes ``image`` has.
-
-    A model trained on the middle time point of T-SIM's (3 time points × 9 frames) files
-    takes the same time point of such a file, and a (9, Y, X) stack as it is.
-    """
-    from microsr.io import select_planes
-
-    planes = restorer.info.get("run", {}).get("data", {}).get("lr_planes") or {}
-    return select_planes(image, {axis: i for axis, i in planes.items() if axis in image.axes[:-2]})
-
-
-def _acquisition_frames(restorer: Restorer, image: Image) -> int:
-    """Frames per acquisition: those the model was trained on (its channels' axis in the training data)."""
-    run = restorer.info.get("run", {}).get("data", {})
-    axis = run.get("frame_axis", "T")
-    if axis in image.axes[:-2]:
-        return image.shape[image.axes.index(axis)]
-    if image.ndim == 3:
-        return image.shape[0]
-    raise InputError(
-        f"{image.path}: axes {image.axes} have no {axis} axis, which holds the frames of this model's acquisitions."
-    )
+    if restorer.description.layout != "channels":
+        raise InputError(f"{model}: this model was not trained on frames as channels (data.channels); "
+                         "use `microsr predict` for it.")
+    written = restorer.predict_file(read_raw(raw, pixel_size=pixel_size), output, force=force, overwrite=overwrite,
+                                    resume=resume, device=pick_device(device), tile=tile, precision=precision,
+                                    progress=True)
+    out.print(f"wrote {written}")
 
 
 @sim_app.command()

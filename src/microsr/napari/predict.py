@@ -1,9 +1,10 @@
 """The Predict widget: restore an image layer of any size with a trained model.
 
-It calls the same API as ``microsr predict``: :func:`microsr.load_model`, the
-pixel-size check (:func:`microsr.predict.engine.check_pixel_size`, with *rescale* and
-*force*) and :class:`microsr.predict.engine.Predictor`, whose ``on_tile`` hook drives
-the progress bar and cancellation. Nothing of the tiling is repeated here.
+It calls the same API as ``microsr predict``: :func:`microsr.load_model`,
+:meth:`~microsr.predict.restorer.Restorer.model_input` (the pixel-size check, with
+*rescale* and *force*, and a SIM model's planes) and the Restorer's
+:class:`~microsr.predict.engine.Predictor`, whose ``on_tile`` hook drives the progress
+bar and cancellation. Nothing of the tiling is repeated here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from microsr.errors import InputError
 from microsr.io import Image, read_image
 from microsr.napari._common import Cancelled, image_layer_box, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image, resampled_placement
-from microsr.predict.engine import DEFAULT_TILE, check_pixel_size, rescale_image
+from microsr.predict.engine import DEFAULT_TILE
 from microsr.predict.restorer import load_model
 from microsr.runtime.device import pick_device
 
@@ -154,10 +155,9 @@ class PredictWidget(Container):
 def _predict(image: Image, job: dict[str, Any], on_tile: Any) -> tuple[Any, float, Path | None]:
     """Run in the worker thread: the prediction's data, its pixel size over the input's, and the file written."""
     restorer = load_model(job["model"])
-    zoom = check_pixel_size(image.pixel_size, restorer.input_pixel_size, rescale=job["rescale"], force=job["force"])
-    if zoom is not None:
-        image = rescale_image(image, zoom)
-    factor = 1 / (restorer.scale * (zoom or 1.0))
+    model_input = restorer.model_input(image, rescale=job["rescale"], force=job["force"])
+    zoom = image.pixel_size / model_input.pixel_size if image.pixel_size and model_input.pixel_size else 1.0
+    image, factor = model_input, 1 / (restorer.scale * zoom)
     predictor = restorer.predictor(tile=job["tile"], device=pick_device("auto"))
     if job["output"] is None:
         return predictor.predict(image, on_tile=on_tile), factor, None

@@ -10,12 +10,19 @@ smaller overlap, tiles are cross-faded with a smooth separable window over the
 inner ``blend`` pixels of the overlap (at most ``BLEND_MARGIN``), which spreads
 the small differences so that no seams show.
 
+Every microsr model goes through it: single-frame, a sliding window of frames along T
+or Z (``frames``), and frames as channels (``channels``: SIM raw frames, SRRF
+fluctuation frames, one output plane per acquisition). Only the block read for a tile
+differs; tiling, precision, streaming and resume are the same.
+
 Planes are processed one row of tiles (a *band*) at a time. A kept core is handed
 on as soon as the model returns it; cross-faded tiles are summed over a band of
 output rows, handed on as soon as no later band can touch them. The same loop
-fills an in-memory array (:meth:`Predictor.predict`) or streams to a file
+fills an in-memory array (:meth:`Predictor.predict`), hands on whole planes one at a
+time (:meth:`Predictor.planes`, for SMLM stacks) or streams to a file
 (:meth:`Predictor.predict_to_file`), so memory never depends on the image size (nor
-on its width, with kept cores).
+on its width, with kept cores). Planes that fit in one tile go through the model
+``batch_size`` at a time.
 
 Streaming writes the output in its final format inside ``OUTPUT.partial`` (with a
 ``progress.json`` naming the finished rows, :mod:`microsr.io.partial`): a TIFF's
@@ -31,7 +38,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +50,6 @@ from skimage.transform import resize
 from torch import nn
 
 from microsr.data.datasets import frame_window
-
 from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import (
@@ -182,20 +188,34 @@ class _Source:
     name: str
     frames: int
     frame_axis: int | None  # position in image.shape; None for single-frame models
+    channels: tuple[int, ...] | None  # frames-as-channels: the frames of each acquisition along frame_axis
     normalizer: PercentileNormalizer
 
     @property
     def lead_shape(self) -> tuple[int, ...]:
-        return self.image.shape[:-2]
+        """Leading shape of the output: the input's, less the axis of the frames taken as channels."""
+        shape = self.image.shape[:-2]
+        return shape if self.channels is None else shape[: self.frame_axis] + shape[self.frame_axis + 1 :]
 
-    def read(self, lead: tuple[int, ...], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    @property
+    def axes(self) -> str:
+        """Axes of the output."""
+        axes = self.image.axes
+        return axes if self.channels is None else axes[: self.frame_axis] + axes[self.frame_axis + 1 :]
+
+    def read(self, lead: tuple[int | slice, ...], rows: np.ndarray, cols: np.ndarray, planes: int = 1) -> np.ndarray:
         """Normalised float32 block ``(frames, len(rows), len(cols))`` for the output plane at ``lead``.
 
-        Only the bounding box of ``rows`` x ``cols`` (and of the frame window) is read.
+        Only the bounding box of ``rows`` x ``cols`` (and of the frames read) is read. A
+        single-frame model's ``lead`` may end in a slice of ``planes`` planes, read as frames.
         """
         index = list(lead)
-        frames = [0]
-        if self.frame_axis is not None:
+        frames = list(range(planes))
+        if self.channels is not None:
+            first = min(self.channels)
+            index.insert(self.frame_axis, slice(first, max(self.channels) + 1))
+            frames = [c - first for c in self.channels]
+        elif self.frame_axis is not None:
             window = frame_window(lead[self.frame_axis], self.frames, self.image.shape[self.frame_axis])
             index[self.frame_axis] = slice(min(window), max(window) + 1)
             frames = [f - min(window) for f in window]
@@ -205,6 +225,18 @@ class _Source:
         block = block.reshape(-1, *block.shape[-2:])[np.ix_(frames, rows - y0, cols - x0)]
         check_finite(block, f"{self.name} (rows {y0}-{int(rows.max())} at {lead})")
         return self.normalizer(block)
+
+    def read_planes(self, leads: list[tuple[int, ...]], rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+        """:meth:`read` for several output planes. Consecutive planes of a single-frame stack are read
+        in one go: a chunk of a file holds many small planes (an SMLM stack's frames), and each read
+        costs a chunk."""
+        first, last = leads[0], leads[-1]
+        consecutive = (self.frame_axis is None and len(leads) > 1 and all(lead[:-1] == first[:-1] for lead in leads)
+                       and last[-1] - first[-1] == len(leads) - 1)
+        if not consecutive:
+            return [self.read(lead, rows, cols) for lead in leads]
+        block = self.read((*first[:-1], slice(first[-1], last[-1] + 1)), rows, cols, planes=len(leads))
+        return [plane[None] for plane in block]
 
 
 # --------------------------------------------------------------------------- predictor
@@ -226,7 +258,14 @@ class Predictor:
         ``frame_axis``, reflected at the ends of the stack; the stack needs at least
         ``frames // 2 + 1`` frames so that the reflection stays within one bounce.
     frame_axis
-        ``"T"`` or ``"Z"``: the axis the frames come from.
+        ``"T"`` or ``"Z"``: the axis the frames come from. With ``channels``, also ``"C"``:
+        the axis holding each acquisition's frames; an input without it whose only
+        leading axis is another one has its frames there.
+    channels
+        Frames as channels (SIM raw frames, SRRF fluctuation frames): the indices, along
+        ``frame_axis``, of the frames of each acquisition the model reads as its input
+        channels, in order. That axis is consumed: one output plane per acquisition
+        (an input ``TCYX`` with frames along ``C`` gives ``TYX``). Excludes ``frames > 1``.
     normalizer
         Unfitted: fitted to each input image (its percentiles, from sampled tiles
         for large images). Fitted: used as is. Outputs are denormalised with the
@@ -289,6 +328,7 @@ class Predictor:
         scale: int,
         frames: int = 1,
         frame_axis: str = "T",
+        channels: Sequence[int] | None = None,
         normalizer: PercentileNormalizer | None = None,
         tile: int = DEFAULT_TILE,
         overlap: int | None = None,
@@ -306,17 +346,27 @@ class Predictor:
         # Whole numbers of other types (4.0, numpy integers) index and slice as ints from here on.
         scale, frames, tile = int(scale), int(frames), int(tile)
         overlap, blend, batch_size = (None if n is None else int(n) for n in (overlap, blend, batch_size))
-        if frames % 2 == 0:
+        if channels is not None:
+            channels = tuple(channels)
+            if not channels or any(int(c) != c or c < 0 for c in channels) or len(set(channels)) < len(channels):
+                raise InputError(f"channels={list(channels)!r}: give distinct frame indices >= 0.")
+            if frames not in (1, len(channels)):
+                raise InputError(f"frames={frames} with channels={list(channels)}: the channels are the input frames.")
+            channels, frames = tuple(int(c) for c in channels), 1
+        elif frames % 2 == 0:
             raise InputError(f"frames={frames}: the frame window is centred on the output frame, so it must be odd.")
-        if frame_axis not in ("T", "Z"):
-            raise InputError(f"frame_axis={frame_axis!r}: use 'T' or 'Z'.")
+        allowed = ("T", "Z") if channels is None else ("T", "Z", "C")
+        if frame_axis not in allowed:
+            raise InputError(f"frame_axis={frame_axis!r}: use {' or '.join(map(repr, allowed))}.")
         self.device = torch.device(device)
         # channels_last is what oneDNN's and cuDNN's fastest convolution kernels use.
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
-        self.dtype = resolve_precision(precision, self.device, self.model, channels=frames)
+        self.dtype = resolve_precision(precision, self.device, self.model,
+                                       channels=frames if channels is None else len(channels))
         self.scale = scale
         self.frames = frames
         self.frame_axis = frame_axis
+        self.channels = channels
         self.normalizer = normalizer or PercentileNormalizer()
         self.tile = tile
         self.overlap = _radius(model) if overlap is None else overlap
@@ -373,6 +423,53 @@ class Predictor:
             source.normalizer.denormalize(block, out=out[(*lead, slice(row, row + block.shape[0]),
                                                          slice(col, col + block.shape[1]))])
         return out
+
+    def planes(
+        self, image: Image | np.ndarray, axes: str | None = None, *, normalized: bool = False,
+        on_tile: TileCallback | None = None,
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        """Predict plane by plane, yielding each output plane as it is finished: for stacks of many
+        planes whose outputs are consumed one at a time (an SMLM stack's frames), so only one is in memory.
+
+        Parameters
+        ----------
+        image, axes, on_tile
+            As in :meth:`predict`.
+        normalized
+            Yield the model's output as it is (normalised intensity, e.g. an SMLM model's
+            emitters per pixel) instead of in the input's units.
+
+        Yields
+        ------
+        lead : tuple of int
+            Index of the plane in the output's leading axes.
+        plane : numpy.ndarray
+            float32 ``(H * scale, W * scale)``, a new array each time.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> stack = np.random.default_rng(0).random((3, 8, 8))
+        >>> [(lead, plane.shape) for lead, plane in Predictor(model, scale=2, overlap=2, progress=False).planes(
+        ...     stack, axes="TYX")]
+        [((0,), (16, 16)), ((1,), (16, 16)), ((2,), (16, 16))]
+        """
+        source = self._source(_as_image(image, axes))
+        shape = tuple(n * self.scale for n in source.image.shape[-2:])
+        current, previous, plane = None, (), np.empty(0, np.float32)
+        for number, lead, row, col, block in self._blocks(source, on_tile=on_tile):
+            if number != current:
+                if current is not None:
+                    yield previous, plane
+                current, previous, plane = number, lead, np.empty(shape, np.float32)
+            target = plane[row : row + block.shape[0], col : col + block.shape[1]]
+            if normalized:
+                target[...] = block
+            else:
+                source.normalizer.denormalize(block, out=target)
+        if current is not None:
+            yield previous, plane
 
     def predict_to_file(
         self,
@@ -436,8 +533,8 @@ class Predictor:
         job = self._job(source)
         height, width = (n * self.scale for n in image.shape[-2:])
         layout = Image(
-            da.zeros((*image.shape[:-2], height, width), dtype=np.float32),  # the output's shape; never computed
-            image.axes,
+            da.zeros((*source.lead_shape, height, width), dtype=np.float32),  # the output's shape; never computed
+            source.axes,
             pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
             z_spacing=image.z_spacing,
         )
@@ -454,12 +551,15 @@ class Predictor:
     def _source(self, image: Image) -> _Source:
         name = str(image.path) if image.path else "in-memory image"
         lead_axes = image.axes[:-2]
+        frame_axis = None
+        if self.channels is not None:
+            frame_axis = self._channels_axis(image, name)
+            lead_axes = lead_axes.replace(image.axes[frame_axis], "")
         if "C" in lead_axes and image.shape[image.axes.index("C")] > 1:
             raise InputError(
                 f"{name}: has {image.shape[image.axes.index('C')]} channels (axes {image.axes}, shape "
                 f"{image.shape}) but the model takes one. Choose a single channel or convert to grayscale."
             )
-        frame_axis = None
         if self.frames > 1:
             needed = self.frames // 2 + 1
             length = image.shape[image.axes.index(self.frame_axis)] if self.frame_axis in lead_axes else 1
@@ -472,7 +572,27 @@ class Predictor:
                 )
             frame_axis = image.axes.index(self.frame_axis)
         normalizer = self.normalizer if self.normalizer.fitted else self.normalizer.fit(image)
-        return _Source(image, name, self.frames, frame_axis, normalizer)
+        return _Source(image, name, self.frames, frame_axis, self.channels, normalizer)
+
+    def _channels_axis(self, image: Image, name: str) -> int:
+        """Position of the axis holding each acquisition's frames, checked to hold the frames the model reads."""
+        lead_axes = image.axes[:-2]
+        if self.frame_axis in lead_axes:
+            axis = self.frame_axis
+        elif len(lead_axes) == 1:  # e.g. a (frames, Y, X) TIFF read as ZYX
+            axis = lead_axes
+        else:
+            raise InputError(
+                f"{name}: axes {image.axes} have no {self.frame_axis} axis, which holds the frames of this model's "
+                f"acquisitions; give the axes (e.g. axes='{self.frame_axis}YX')."
+            )
+        length = image.shape[image.axes.index(axis)]
+        if max(self.channels) >= length:
+            raise InputError(
+                f"{name}: the model reads frames {list(self.channels)} of each acquisition along {axis}, which has "
+                f"{length} (axes {image.axes}, shape {image.shape}); give all frames of one acquisition."
+            )
+        return image.axes.index(axis)
 
     def _blocks(
         self, source: _Source, start: tuple[int, int] = (0, 0), on_tile: TileCallback | None = None
@@ -498,10 +618,32 @@ class Predictor:
                 if on_tile is not None:
                     on_tile(int(bar.tasks[0].completed), n_tiles)
 
+            if len(ys.starts) == len(xs.starts) == 1 and not self.blend:
+                yield from self._whole_plane_blocks(source, planes, ys, xs, start, advance)
+                return
             for plane in range(first_plane, len(planes)):
                 skip = first_row if plane == first_plane else 0
                 for row, col, block in self._plane_blocks(source, planes[plane], ys, xs, skip, advance):
                     yield plane, planes[plane], row, col, block
+
+    def _whole_plane_blocks(
+        self, source: _Source, planes: list[tuple[int, ...]], ys: _Axis, xs: _Axis, start: tuple[int, int],
+        advance: Callable[[int], None],
+    ) -> Iterator[tuple[int, tuple[int, ...], int, int, np.ndarray]]:
+        """:meth:`_blocks` for planes that are one tile each (an SMLM stack's frames, small images):
+        ``batch_size`` planes go through the model together, which is several times faster than one by one."""
+        first_plane, first_row = start
+        rows, cols = ys.read_indices(0, 0), xs.read_indices(0, 0)
+        context = (self.overlap - self.crop) * self.scale
+        height, width = ys.size * self.scale, xs.size * self.scale
+        plane = first_plane
+        while plane < len(planes):
+            numbers = range(plane, min(plane + (self.batch_size or 1), len(planes)))
+            tiles = source.read_planes([planes[n] for n in numbers], rows, cols)
+            for n, out in zip(numbers, self._run(tiles, advance)):
+                skip = first_row if n == first_plane else 0
+                yield n, planes[n], skip, 0, out[context + skip : context + height, context : context + width].numpy()
+            plane = numbers.stop
 
     def _plane_blocks(
         self, source: _Source, lead: tuple[int, ...], ys: _Axis, xs: _Axis, first_row: int,
@@ -580,6 +722,7 @@ class Predictor:
             "input_modified": [stat.st_size, stat.st_mtime_ns] if stat else None,
             "shape": list(image.shape), "dtype": str(image.dtype), "axes": image.axes,
             "scale": self.scale, "frames": self.frames, "frame_axis": self.frame_axis,
+            **({} if self.channels is None else {"channels": list(self.channels)}),
             "tile": self.tile, "overlap": self.overlap, "blend": self.blend, "precision": str(self.dtype),
             "lo": source.normalizer.lo, "hi": source.normalizer.hi,
             "model": digest.hexdigest(),

@@ -1,14 +1,17 @@
 """A trained model ready to use: :func:`load_model` returns a :class:`Restorer`.
 
 A Restorer joins the network rebuilt from its checkpoint with what it was
-trained for (scale, frames, normalisation, pixel size), so applying it takes one
-call: ``load_model("my_model").predict(array)`` or ``.predict_file(...)``.
+trained for (its :class:`~microsr.checkpoint.ModelDescription`: scale, the layout of
+its input frames, normalisation, pixel size), so applying any model, single-frame,
+sliding-window or frames-as-channels (SIM, SRRF), takes one call through the one
+engine: ``load_model("my_model").predict(array)`` or ``.predict_file(...)``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into
+from microsr.checkpoint import ModelDescription, checkpoint_path, load_checkpoint, load_state_into
 from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
-from microsr.io import Image, read_image
+from microsr.io import Image, PathLike, read_image, select_planes
 from microsr.models import create_model
 from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
@@ -35,7 +38,8 @@ class Restorer:
     module : torch.nn.Module
         The network, in eval mode.
     info : dict
-        The checkpoint's description (see :mod:`microsr.checkpoint`).
+        The checkpoint's JSON description as stored (see :mod:`microsr.checkpoint`);
+        read it through :attr:`description`.
     path : Path
         The checkpoint file it was loaded from.
     """
@@ -44,41 +48,46 @@ class Restorer:
     info: dict[str, Any]
     path: Path
 
+    @cached_property
+    def description(self) -> ModelDescription:
+        """:attr:`info`, typed."""
+        return ModelDescription.from_info(self.info, self.path)
+
     @property
     def scale(self) -> int:
         """Upsampling factor."""
-        return int(self.info["scale"])
+        return self.description.scale
 
     @property
     def frames(self) -> int:
-        """Number of adjacent input frames."""
-        return int(self.info.get("frames", 1))
+        """Number of input frames (the network's input channels)."""
+        return self.description.frames
 
     @property
     def input_pixel_size(self) -> float | None:
         """Pixel size (nm) of the inputs it was trained for, if known."""
-        return self.info.get("input_pixel_size")
+        return self.description.input_pixel_size
 
     def predictor(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int | None = None,
-                  precision: str = "auto", progress: bool = False) -> Predictor:
-        """A :class:`~microsr.predict.engine.Predictor` applying this model as it was trained."""
-        channels = (self.info.get("run") or {}).get("data", {}).get("channels")
-        if channels:
-            raise InputError(
-                f"{self.path}: this model reads frames {channels} of each acquisition as channels (a SIM or SRRF "
-                "model), not a sliding window of a stack; apply it with `microsr sim predict MODEL RAW -o OUT` "
-                "(Python: microsr.sim.network.predict_sim)."
-            )
-        radius = self.info.get("receptive_field")
+                  precision: str = "auto", progress: bool = False, overlap: int | None = None) -> Predictor:
+        """A :class:`~microsr.predict.engine.Predictor` applying this model as it was trained.
+
+        ``overlap`` (LR pixels of context per tile side) defaults to the receptive field
+        recorded at training, with which tiles agree exactly (nothing is cross-faded);
+        0 with a ``tile`` at least the image's side runs each plane whole, as in training.
+        """
+        d = self.description
+        radius = d.receptive_field if overlap is None else overlap
         # Recorded at training, the receptive field need not be measured again: tiles that see all of
         # it agree exactly, with nothing to cross-fade.
         exact = {} if radius is None else {"overlap": radius, "blend": 0}
         return Predictor(
             self.module.to(device),
-            scale=self.scale,
-            frames=self.frames,
-            frame_axis=self.info.get("frame_axis", "T"),
-            normalizer=PercentileNormalizer.from_dict(self.info["normalization"]),
+            scale=d.scale,
+            frames=d.frames,
+            frame_axis=d.frame_axis,
+            channels=d.channels,
+            normalizer=PercentileNormalizer.from_dict(dict(d.normalization)),
             tile=tile,
             **exact,
             batch_size=batch_size,
@@ -90,13 +99,20 @@ class Restorer:
     def predict(self, image: Image | np.ndarray, *, axes: str | None = None, **options: Any) -> np.ndarray:
         """Restore an in-memory image; returns float32 ``(..., H*scale, W*scale)`` in the input's units.
 
-        `options` go to :meth:`predictor` (device, tile, batch_size, precision, progress).
+        A frames-as-channels model (SIM, SRRF) takes ``(frames, Y, X)`` (e.g. ``axes="CYX"``)
+        or ``(T, frames, Y, X)`` and returns one plane per acquisition. `options` go to
+        :meth:`predictor` (device, tile, batch_size, precision, progress).
+
+        Examples
+        --------
+        >>> load_model("tirf9").predict(raw_frames, axes="CYX").shape  # doctest: +SKIP
+        (512, 512)
         """
         return self.predictor(**options).predict(image, axes=axes)
 
     def predict_file(
         self,
-        source: str | os.PathLike[str],
+        source: PathLike | Image,
         output: str | os.PathLike[str],
         *,
         axes: str | None = None,
@@ -109,22 +125,39 @@ class Restorer:
     ) -> Path:
         """Restore an image file of any size into `output` (OME-Zarr or TIFF), streaming tile by tile.
 
-        The input's pixel size is checked against the model's (see
-        :func:`~microsr.predict.engine.check_pixel_size`); `rescale` resamples the input to the
-        model's pixel size first, `force` proceeds anyway. The output pixel size is the
-        input's divided by the scale.
+        `source` is a file, or an image already opened lazily (e.g. SIM frames from
+        :func:`microsr.sim.wiener.read_raw`). It goes through :meth:`model_input` (pixel size
+        checked, planes selected); the output pixel size is the input's divided by the scale.
+        `options` go to :meth:`predictor`.
         """
         image = self.model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
-        return self.predictor(**options).predict_to_file(image, output, overwrite=overwrite, resume=resume,
-                                                        inputs=[source])
+        return self.predictor(**options).predict_to_file(  # an Image's own file is always protected
+            image, output, overwrite=overwrite, resume=resume, inputs=[] if isinstance(source, Image) else [source])
 
     def model_input(
-        self, source: str | os.PathLike[str], *, axes: str | None = None, pixel_size: float | None = None,
+        self, source: PathLike | Image, *, axes: str | None = None, pixel_size: float | None = None,
         rescale: bool = False, force: bool = False,
     ) -> Image:
-        """`source` read as the model receives it: pixel size checked, resampled when `rescale`."""
-        image = read_image(source, axes=axes, pixel_size=pixel_size)
-        factor = check_pixel_size(image.pixel_size, self.input_pixel_size, rescale=rescale, force=force)
+        """`source` read as the model receives it.
+
+        The pixel size is checked against the model's (see
+        :func:`~microsr.predict.engine.check_pixel_size`): `rescale` resamples the input to it,
+        `force` proceeds anyway. A frames-as-channels model's input is never resampled (a SIM
+        pattern would move with its frames) and keeps the planes the model was trained on
+        (its ``lr_planes``, e.g. the middle of T-SIM's three time points) of the axes it has.
+        """
+        image = source if isinstance(source, Image) else read_image(source, axes=axes, pixel_size=pixel_size)
+        d = self.description
+        if d.layout == "channels":
+            if rescale:
+                raise InputError(
+                    f"--rescale: {self.path} reads raw frames as channels (a SIM or SRRF model), which cannot be "
+                    "resampled (a SIM pattern would move with them); use a model trained at the frames' pixel "
+                    "size, or --force."
+                )
+            image = select_planes(image, {axis: i for axis, i in d.lr_planes.items() if axis in image.axes[:-2]})
+        factor = check_pixel_size(image.pixel_size, d.input_pixel_size, rescale=rescale, force=force,
+                                  can_rescale=d.layout != "channels")
         return image if factor is None else rescale_image(image, factor)
 
 
@@ -155,15 +188,13 @@ def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) 
     """
     file = checkpoint_path(path)
     state, info = load_checkpoint(file)
-    for key in ("scale", "normalization"):
-        if key not in info:
-            raise InputError(f"{file}: the checkpoint's description lacks {key!r}; it is damaged or not from microsr.")
+    description = ModelDescription.from_info(info, file)
     if model is None:
-        arch = info.get("arch")
+        arch = description.arch
         if not arch:
             raise InputError(f"{file}: the model is a custom architecture; pass it as load_model(path, model=...).")
         try:
-            model = create_model(**arch)
+            model = create_model(**dict(arch))
         except (InputError, TypeError) as exc:  # an edited or damaged description
             raise InputError(f"{file}: cannot rebuild the model this checkpoint describes ({exc}); the file is "
                              "damaged or was edited.") from None

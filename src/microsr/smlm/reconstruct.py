@@ -1,9 +1,11 @@
 """SMLM reconstruction: a stack of blinking frames -> per-frame network outputs -> image + localizations.
 
 A reconstruction model (see :mod:`microsr.models.smlm`) maps each camera frame to a
-map of emitters on a ``scale`` x finer grid (an emitter adds 1). Their sum over the
-stack is the super-resolved image; local maxima of each frame's map, refined by a
-weighted centroid (:func:`microsr.smlm.localize.localize`), are the localizations.
+map of emitters on a ``scale`` x finer grid (an emitter adds 1). The frames go through
+the prediction engine (:meth:`microsr.predict.engine.Predictor.planes`) like any
+model's input; what is SMLM's own is here: their sum over the stack is the
+super-resolved image, and local maxima of each frame's map, refined by a weighted
+centroid (:func:`microsr.smlm.localize.localize`), are the localizations.
 
 Normalisation (the same at training and reconstruction)
 -------------------------------------------------------
@@ -42,10 +44,9 @@ from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, atomic_output, check_output, find_images, read_image, write_image
 from microsr.io import PathLike
-from microsr.models import to_channels_last
+from microsr.predict.engine import DEFAULT_TILE
 from microsr.predict.restorer import Restorer, load_model
 from microsr.pretrained import pretrained_path
-from microsr.runtime.precision import autocast, resolve_precision
 from microsr.simulate.calibrate import calibrate
 from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset
 from microsr.smlm.localize import DEFAULT_THRESHOLD, PEAK_RADIUS, localize
@@ -173,7 +174,7 @@ def reconstruct(
     force
         Reconstruct even if the pixel size differs from the model's by more than 10 %.
     batch_size
-        Frames per forward pass.
+        Frames per forward pass (frames larger than the engine's tile: tiles).
     device, precision
         Where and in which precision the model runs (see :mod:`microsr.runtime.precision`).
     check
@@ -194,35 +195,32 @@ def reconstruct(
         raise InputError(f"batch_size={batch_size!r}: give a whole number of frames per forward pass ≥ 1.")
     restorer = _load(model)
     image = _as_stack(stack, "stack")
-    info = restorer.info
-    camera = next((p for p in (pixel_size, image.pixel_size, info.get("input_pixel_size")) if p is not None), None)
+    described = restorer.description
+    camera = next((p for p in (pixel_size, image.pixel_size, described.input_pixel_size) if p is not None), None)
     if camera is None or not (math.isfinite(camera) and camera > 0):
         raise InputError(f"pixel_size={camera!r}: give the camera pixel size in nm (a positive number).")
-    _check_pixel_size(camera, info.get("input_pixel_size"), force)
+    _check_pixel_size(camera, described.input_pixel_size, force)
     if check:
-        for message in training_mismatch(image, info, camera):
+        for message in training_mismatch(image, restorer.info, camera):
             warnings.warn(message, stacklevel=2)
     if threshold is None:
-        threshold = info.get("smlm", {}).get("threshold", DEFAULT_THRESHOLD)
-    scale = restorer.scale
-    fine = camera / scale
-    normalizer = PercentileNormalizer.from_dict(info["normalization"])
-    normalizer = normalizer if normalizer.fitted else normalizer.fit(image)
-    device = torch.device(device)
-    net = restorer.module.to(device, memory_format=torch.channels_last).eval()
-    dtype = resolve_precision(precision, device, net)
+        threshold = described.smlm.get("threshold", DEFAULT_THRESHOLD)
+    fine = camera / described.scale
     frames, height, width = image.shape
-    total = np.zeros((height * scale, width * scale), np.float64)
-    tables = []
-    for start in range(0, frames, batch_size):
-        block = np.asarray(image.data[start : start + batch_size].compute(scheduler="synchronous"), np.float32)
-        inputs = torch.from_numpy(normalizer(block)[:, None]).to(device)
-        with torch.inference_mode(), autocast(device, dtype):
-            outputs = net(to_channels_last(inputs))[:, 0].float().clamp_min(0).cpu().numpy()
-        total += outputs.sum(axis=0)
-        table = localize(outputs, fine, threshold, radius=PEAK_RADIUS)
-        table["frame"] += start
-        tables.append(table)
+    # A frame that fits in a tile goes through whole, with no context, as the model saw its training frames.
+    whole = max(height, width) <= DEFAULT_TILE
+    predictor = restorer.predictor(device=device, precision=precision, batch_size=batch_size,
+                                   tile=max(height, width) if whole else DEFAULT_TILE, overlap=0 if whole else None)
+    total = np.zeros((height * described.scale, width * described.scale), np.float64)
+    tables, outputs = [], []
+    for (frame,), output in predictor.planes(image, normalized=True):
+        outputs.append(np.maximum(output, 0, out=output))
+        total += output
+        if len(outputs) == batch_size or frame == frames - 1:  # localize a batch of frames at a time
+            table = localize(np.stack(outputs), fine, threshold, radius=PEAK_RADIUS)
+            table["frame"] += frame + 1 - len(outputs)
+            tables.append(table)
+            outputs = []
     return Reconstruction(total.astype(np.float32), np.concatenate(tables), fine, frames, float(threshold),
                           time.monotonic() - started)
 
@@ -239,6 +237,7 @@ def training_mismatch(stack: Image | np.ndarray, info: dict[str, Any], pixel_siz
 
     Examples
     --------
+    >>> from microsr.simulate.smlm import simulate_stack
     >>> stack, _ = simulate_stack(SMLMSimulation(size=32, density=20.0, background=(10, 60)), 60, seed=0)
     >>> info = {"run": {"data": {"simulation": {"preset": "broad"}}}}
     >>> print(training_mismatch(stack, info, 100.0)[0])  # doctest: +ELLIPSIS
