@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,9 @@ from microsr import __version__
 from microsr.data.normalize import PercentileNormalizer
 from microsr.degrade import Blur, Degradation, Downsample, Gaussian, Intensity, Poisson, preset
 from microsr.errors import InputError
-from microsr.io import Image, check_finite, find_images
+from microsr.io import Image, check_finite
 
-__all__ = ["DegradationFit", "NoiseFit", "fit_degradation", "fit_noise", "pair_files"]
+__all__ = ["DegradationFit", "NoiseFit", "fit_degradation", "fit_noise"]
 
 ImageInput = Image | np.ndarray | Sequence[Image | np.ndarray]
 """One image (an :class:`~microsr.io.Image` or an array, YX last) or a list of them."""
@@ -57,7 +56,6 @@ _NOISE_TILE = 64  # LR pixels per side of a tile (fit_noise)
 _LOCAL_POINTS = 9  # blur sigmas evaluated around the optimiser's best for the final parabola
 _RECENTRE = 3  # times the local grid may move when its parabola's vertex lies on its edge
 _TRUNCATE = 4.0  # scipy's gaussian_filter reaches 4 sigma: the margin a region needs
-_IMAGE_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
 
 
 # --------------------------------------------------------------------------- results
@@ -914,57 +912,3 @@ def _smooth(mean: np.ndarray, roughness: np.ndarray) -> np.ndarray:
     bins = _bin_index(mean)
     median = np.array([np.median(roughness[bins == k]) if np.any(bins == k) else np.inf for k in range(_BINS)])
     return roughness <= _ROUGHNESS_LIMIT * median[bins]
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _stem(path: Path) -> str:
-    """The name without its image suffix (``cell_01.ome.tif`` -> ``cell_01``)."""
-    name = path.name
-    for suffix in (*_IMAGE_SUFFIXES, path.suffix):
-        if name.lower().endswith(suffix.lower()):
-            return name[: len(name) - len(suffix)]
-    return name
-
-
-def pair_files(lr: str | Path, hr: str | Path) -> list[tuple[Path, Path]]:
-    """Pair LR and HR image files: two files directly, two folders by file name without suffix.
-
-    Parameters
-    ----------
-    lr, hr : str or Path
-        Both image files, or both folders (see :func:`microsr.io.find_images`).
-
-    Returns
-    -------
-    list of (Path, Path)
-        ``(lr, hr)`` pairs, sorted by name.
-
-    Raises
-    ------
-    InputError
-        If a path is missing, a folder holds no images, one is a file and the other a
-        folder, or a name in one folder has no counterpart in the other.
-
-    Examples
-    --------
-    >>> pair_files("lr/", "hr/")  # doctest: +SKIP
-    [(PosixPath('lr/cell_01.tif'), PosixPath('hr/cell_01.tif'))]
-    """
-    lr, hr = Path(lr), Path(hr)
-    lr_files, hr_files = find_images(lr), find_images(hr)
-    if lr_files == [lr] and hr_files == [hr]:
-        return [(lr, hr)]
-    if (lr_files == [lr]) != (hr_files == [hr]):
-        raise InputError(f"--lr {lr} and --hr {hr}: give two image files or two folders, not one of each.")
-    lr_names, hr_names = {_stem(p): p for p in lr_files}, {_stem(p): p for p in hr_files}
-    for names, other, folder, other_folder in ((lr_names, hr_names, lr, hr), (hr_names, lr_names, hr, lr)):
-        missing = sorted(set(names) - set(other))
-        if missing:
-            shown = ", ".join(names[m].name for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise InputError(
-                f"{folder}: {len(missing)} image(s) without a counterpart of the same name in {other_folder} "
-                f"({shown}); pairs are matched by file name, so rename or remove them."
-            )
-    return [(lr_names[name], hr_names[name]) for name in sorted(lr_names)]

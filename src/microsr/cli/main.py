@@ -398,8 +398,8 @@ def fit_degradation_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Degradation YAML file to write.")],
     hr: Annotated[
         Path | None,
-        typer.Option(help="High-resolution counterparts of --lr: a file, or a folder matched by file name. "
-                          "Without it only the noise is fitted, from --lr alone."),
+        typer.Option(help="High-resolution counterparts of --lr: a file or a folder, matched by file name without "
+                          "extension. Without it only the noise is fitted, from --lr alone."),
     ] = None,
     scale: Annotated[
         int | None, typer.Option(min=1, help="Downsampling factor; with --hr inferred from the sizes, without it 4.")
@@ -414,8 +414,8 @@ def fit_degradation_command(
     intensity map, so that degraded HR images look like the real LR. With --lr alone: the noise
     model var = a·I + b of the LR images, after the default blur. Values come with uncertainties.
     """
-    from microsr.fit import fit_degradation, fit_noise, pair_files
-    from microsr.io import atomic_output, check_output, find_images, read_image
+    from microsr.fit import fit_degradation, fit_noise
+    from microsr.io import atomic_output, check_output, find_images, pair_by_name, read_image
 
     _check_yaml_name(output)
     command = " ".join(
@@ -430,10 +430,10 @@ def fit_degradation_command(
             fit = fit_noise([read_image(f) for f in files], scale=4 if scale is None else scale, seed=seed)
         title = f"noise of {len(files)} LR image(s)"
     else:
-        pairs = pair_files(lr, hr)
-        files = [path for pair in pairs for path in pair]
+        pairs = pair_by_name(hr, lr)
+        files = [path for pair in pairs for path in (pair.hr, pair.lr)]
         check_output(output, overwrite, files)
-        fit = fit_degradation([read_image(h) for _, h in pairs], [read_image(low) for low, _ in pairs],
+        fit = fit_degradation([read_image(pair.hr) for pair in pairs], [read_image(pair.lr) for pair in pairs],
                               scale=scale, trials=trials, seed=seed, progress=True)
         title = f"degradation of {len(pairs)} LR/HR pair(s)"
     with atomic_output(output, overwrite=overwrite, inputs=files) as tmp:
