@@ -160,31 +160,17 @@ def train(
     For your microscope: `microsr smlm calibrate STACK -o simulation.yaml`, then
     `microsr smlm train --simulation simulation.yaml -o MODEL --minutes 20`.
     """
-    from microsr.config import load_config
+    from microsr.config import with_overrides
     from microsr.training import train as run_training
 
-    run = load_config(config).model_dump(mode="json", exclude_unset=True) if config is not None else {}
-    data, schedule = run.setdefault("data", {}), run.setdefault("train", {})
-    if "hr" in data:
-        raise InputError(f"{config}: `microsr smlm train` simulates its frames; remove data.hr or use `microsr train`.")
-    settings = data.setdefault("simulation", {})
-    if simulation is not None:
-        settings.update(_read_simulation(simulation))
-    elif "preset" not in settings:
-        settings["preset"] = "broad"
-    simulation = settings
-    changes = {"preset": preset, "pixel_size": pixel_size, "density": density, "val_frames": val_frames}
-    simulation.update({k: v for k, v in changes.items() if v is not None})
-    data.update({k: v for k, v in {"batch_size": batch_size, "samples_per_epoch": frames_per_epoch,
-                                   "num_workers": workers}.items() if v is not None})
-    budget = {"minutes": minutes, "steps": steps}
-    if any(v is not None for v in budget.values()):
-        schedule = run["train"] = {k: v for k, v in schedule.items() if k not in ("minutes", "steps", "epochs")}
-    schedule.update({k: v for k, v in {**budget, "seed": seed, "device": device, "precision": precision}.items()
-                     if v is not None})
-    run.update({k: v for k, v in {"scale": scale, "loss": loss}.items() if v is not None})
-    if model is not None:
-        run["model"] = {"name": model, "kwargs": {}}
+    run = with_overrides(config, {
+        "data.simulation": _read_simulation(simulation) if simulation is not None else {},
+        "data.simulation.preset": preset, "data.simulation.pixel_size": pixel_size,
+        "data.simulation.density": density, "data.simulation.val_frames": val_frames,
+        "data.batch_size": batch_size, "data.samples_per_epoch": frames_per_epoch, "data.num_workers": workers,
+        "scale": scale, "loss": loss, "model.name": model, "train.minutes": minutes, "train.steps": steps,
+        "train.seed": seed, "train.device": device, "train.precision": precision,
+    })
     set_threads(threads)
     record = run_training(run, output, resume=resume)
     out.print(
