@@ -31,8 +31,7 @@ app = typer.Typer(
 
 out = Console(highlight=False)
 
-STACK_NAME = "stack.tif"
-TRUTH_NAME = "ground_truth.csv"
+STACK_NAME, TRUTH_NAME = "stack.tif", "ground_truth.csv"  # as microsr.simulate.smlm writes them (imported lazily)
 
 RangeOption = tuple[float, float] | None
 
@@ -73,40 +72,27 @@ def simulate(
     The ground truth is a ThunderSTORM CSV (frame, x [nm], y [nm], sigma [nm],
     intensity [photon]; frames 1-based) of every emitter on in every frame.
     """
-    from microsr.io import atomic_output, read_image, write_image
-    from microsr.smlm.table import write_localizations
-    from microsr.simulate.smlm import SMLMSimulation, simulate_stack
+    from microsr.simulate.smlm import SMLMSimulation, read_structure, write_stack
     from microsr.simulate.smlm import preset as named_preset
 
     config = named_preset(preset)
     if not isinstance(config, SMLMSimulation):
         raise InputError(f"--preset {preset}: a range of acquisitions for training; simulate one of "
                          "default, dsir or deepstorm-test, with options for other settings.")
-    inputs = []
-    mask = None
-    if structure is not None and structure not in ("filaments", "uniform"):
-        if not Path(structure).exists():
-            raise InputError(f"--structure {structure!r}: neither filaments, uniform nor an existing image file.")
-        mask_image = read_image(structure)
-        if mask_image.ndim != 2:
-            raise InputError(
-                f"{structure}: a structure image must be 2-D (Y, X), not {mask_image.axes} {mask_image.shape}."
-            )
-        mask, inputs = np.asarray(mask_image.data.compute(), np.float64), [Path(structure)]
+    mask_file = structure is not None and structure not in ("filaments", "uniform")
+    if mask_file and not Path(structure).exists():
+        raise InputError(f"--structure {structure!r}: neither filaments, uniform nor an existing image file.")
     changes = {
         "size": size, "pixel_size": pixel_size, "density": density, "filaments": filaments, "fwhm": fwhm,
         "photons": photons, "background": background, "photons_per_adu": photons_per_adu, "base_level": base_level,
         "read_noise": read_noise, "on_time": on_time, "off_time": off_time, "bleach": bleach,
-        "structure": mask if mask is not None else structure,
+        "structure": read_structure(structure) if mask_file else structure,
     }
     config = config.replace(**{key: value for key, value in changes.items() if value is not None})
     if em_gain is not None:
-        config = config.replace(em_gain=em_gain or None)
-    with atomic_output(output, overwrite=overwrite, inputs=inputs) as folder:
-        folder.mkdir()
-        stack, truth = simulate_stack(config, frames, seed)
-        write_image(folder / STACK_NAME, stack, axes="TYX", pixel_size=config.pixel_size)
-        write_localizations(truth, folder / TRUTH_NAME)
+        config = config.replace(em_gain=em_gain or None)  # 0: no electron multiplication
+    stack, truth = write_stack(output, config, frames, seed, overwrite=overwrite,
+                               inputs=[Path(structure)] if mask_file else [])
     out.print(config.describe())
     out.print(
         f"wrote {output / STACK_NAME} ({' × '.join(map(str, stack.shape))} uint16, {config.pixel_size:g} nm "
