@@ -41,7 +41,18 @@ class SMLMData:
 
 
 def smlm_data(cfg: RunConfig) -> SMLMData:
-    """Frames simulated on the fly for training; a fixed set seeded by ``train.seed`` for validation."""
+    """Frames simulated on the fly for training; a fixed set seeded by ``train.seed`` for validation.
+
+    Parameters
+    ----------
+    cfg
+        A run with ``data.simulation``.
+
+    Returns
+    -------
+    SMLMData
+        ``train`` draws new frames every epoch; ``val`` and ``truth`` never change.
+    """
     simulation = cfg.data.simulation.settings()
     normalizer = simulation_normalizer(simulation, PercentileNormalizer(**cfg.normalization), cfg.train.seed)
     frames = SimulatedFrames(simulation, normalizer, cfg.scale)
@@ -56,7 +67,26 @@ def smlm_data(cfg: RunConfig) -> SMLMData:
 def smlm_scores(
     net: nn.Module, smlm: SMLMData, device: torch.device, dtype: torch.dtype, batch_size: int
 ) -> dict[str, float]:
-    """Best peak threshold on the validation frames, with its Jaccard index at 100 and 250 nm and lateral RMSE (nm)."""
+    """Best peak threshold on the validation frames, with its Jaccard index at 100 and 250 nm and lateral RMSE (nm).
+
+    The threshold maximises ``smlm.criterion`` at ``smlm.radius``; ``val_criterion`` is that
+    maximum, by which training keeps its best checkpoint.
+
+    Parameters
+    ----------
+    net
+        The model, applied in ``dtype`` autocast on ``device``.
+    smlm
+        From :func:`smlm_data`.
+    device, dtype, batch_size
+        Where, in which precision and how many frames at a time the model runs.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``val_jaccard_100``, ``val_jaccard_250``, ``val_rmse``,
+        ``val_precision_250``, ``val_recall_250`` and ``val_criterion``.
+    """
     net.eval()
     outputs = []
     for inputs, _ in DataLoader(smlm.val, batch_size=batch_size):
