@@ -17,7 +17,6 @@ from microsr.evaluate.baseline import upscale
 from microsr.evaluate.benchmark import benchmark, register
 from microsr.evaluate.score import score
 from microsr.io import Image, read_image, write_image
-from microsr.io import pair_by_name
 from microsr.predict.restorer import Restorer, load_model
 from microsr.samples import filaments
 import microsr
@@ -88,27 +87,6 @@ def test_registration_recovers_a_known_subpixel_shift(scale):
     assert registration.correlation > 0.9
 
 
-def test_pair_by_name_accepts_files_and_folders(tmp_path):
-    for folder, names in (("hr", ["a.tif", "b.ome.tif"]), ("lr", ["a.tif", "b.tif", "c.tif"]), ("one", ["x.tif"])):
-        (tmp_path / folder).mkdir()
-        for name in names:
-            write_image(tmp_path / folder / name, np.zeros((8, 8), np.uint8))
-    hr, lr = tmp_path / "hr", tmp_path / "lr"
-    assert pair_by_name(hr / "a.tif", lr) == [("a", hr / "a.tif", lr / "a.tif")]
-    assert pair_by_name(hr, lr / "b.tif") == [("b", hr / "b.ome.tif", lr / "b.tif")]
-    assert pair_by_name(hr / "a.tif", tmp_path / "one" / "x.tif") == [("a", hr / "a.tif", tmp_path / "one" / "x.tif")]
-    assert [p.name for p in pair_by_name(hr)] == ["a", "b"]
-    with pytest.raises(InputError, match=r"'x' has no LR image in .*lr"):
-        pair_by_name(tmp_path / "one" / "x.tif", lr)
-
-
-def test_unmatched_names_are_listed(tmp_path):
-    for folder, names in (("hr", ["a", "b"]), ("lr", ["a", "c"])):
-        (tmp_path / folder).mkdir()
-        for name in names:
-            write_image(tmp_path / folder / f"{name}.tif", np.zeros((8, 8), np.uint8))
-    with pytest.raises(InputError, match=r"'b' has no LR image.*'c' has no HR image.*matched by file name"):
-        pair_by_name(tmp_path / "hr", tmp_path / "lr")
 
 
 def test_empty_folder_is_refused(model, tmp_path):

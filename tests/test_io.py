@@ -15,7 +15,7 @@ import tifffile
 import zarr
 
 from microsr.errors import InputError
-from microsr.io import Image, atomic_output, check_finite, open_row_writer, read_image, write_image
+from microsr.io import Image, atomic_output, check_finite, open_row_writer, pair_by_name, read_image, write_image
 from microsr.io.image import _cgroup_headroom
 
 RNG = np.random.default_rng(0)
@@ -502,3 +502,47 @@ def test_memory_limit_of_the_control_group_counts(tmp_path, version):
     assert _cgroup_headroom(tmp_path, membership) == 4 * 2**30 - 3 * 2**30 + 2**29
     (group / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")  # no limit
     assert _cgroup_headroom(tmp_path, membership) is None
+
+
+# ----------------------------------------------------------------------------- pairing LR with HR by name
+
+
+def _folders(tmp_path, **folders):
+    for folder, names in folders.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write_image(tmp_path / folder / name, np.zeros((8, 8), np.uint8))
+    return [tmp_path / folder for folder in folders]
+
+
+def test_pair_by_name_accepts_files_and_folders(tmp_path):
+    hr, lr, one = _folders(tmp_path, hr=["a.tif", "b.ome.tif"], lr=["a.tif", "b.tif", "c.tif"], one=["x.tif"])
+    assert pair_by_name(hr / "a.tif", lr) == [("a", hr / "a.tif", lr / "a.tif")]
+    assert pair_by_name(hr, lr / "b.tif") == [("b", hr / "b.ome.tif", lr / "b.tif")]
+    assert pair_by_name(hr / "a.tif", one / "x.tif") == [("a", hr / "a.tif", one / "x.tif")]
+    assert [p.name for p in pair_by_name(hr)] == ["a", "b"]
+    # Several named files on each side pair by name, whatever order they are given in.
+    assert pair_by_name([hr / "b.ome.tif", hr / "a.tif"], [lr / "a.tif", lr / "b.tif"]) == [
+        ("a", hr / "a.tif", lr / "a.tif"), ("b", hr / "b.ome.tif", lr / "b.tif")]
+    with pytest.raises(InputError, match=r"x.tif has no LR image named 'x' in .*lr"):
+        pair_by_name(one / "x.tif", lr)
+
+
+def test_unmatched_names_are_listed(tmp_path):
+    hr, lr = _folders(tmp_path, hr=["a.tif", "b.tif"], lr=["a.tif", "c.tif"])
+    with pytest.raises(InputError, match=r"hr/b.tif has no LR image named 'b'.*lr/c.tif has no HR image named 'c'"
+                                         r".*matched by file name"):
+        pair_by_name(hr, lr)
+
+
+def test_an_extra_file_in_one_folder_is_an_error_not_a_mispair(tmp_path):
+    hr, lr = _folders(tmp_path, hr=["a.tif", "b.tif"], lr=["a.tif", "b.tif", "b2.tif"])
+    with pytest.raises(InputError, match=r"unmatched images: .*lr/b2.tif has no HR image named 'b2'"):
+        pair_by_name(hr, lr)
+
+
+def test_a_name_twice_on_one_side_is_an_error(tmp_path):
+    hr, lr, more = _folders(tmp_path, hr=["a.tif"], lr=["a.tif"], more=["a.ome.tif"])
+    with pytest.raises(InputError, match=r"hr/a.tif and .*more/a.ome.tif have the same name 'a'"):
+        pair_by_name([hr, more], lr)
+

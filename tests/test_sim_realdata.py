@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from microsr.evaluate.sim import compare_sim
-from microsr.io import write_image
 from microsr.sim.wiener import stack_frames
-from microsr.simulate.sim import preset, simulate_field
+from microsr.simulate.sim import preset, write_fields
 import microsr
 
 pytestmark = pytest.mark.realdata
@@ -70,14 +69,7 @@ def test_classical_reconstruction_beats_wide_field(realdata, published):
 
 def test_model_trained_on_simulation_beats_wide_field(realdata, tmp_path):
     raw, reference, pixel_size = _dlsim(realdata)
-    fields = tmp_path / "fields"
-    config = preset("dlsim")
-    for name in ("raw", "target"):
-        (fields / name).mkdir(parents=True)
-    for index, seed in enumerate(np.random.SeedSequence(0).spawn(24)):
-        field = simulate_field(config, seed)
-        write_image(fields / "raw" / f"{index:04d}.tif", field.raw, axes="CYX", pixel_size=60.0)
-        write_image(fields / "target" / f"{index:04d}.tif", field.target, pixel_size=30.0)
+    fields = write_fields(tmp_path / "fields", preset("dlsim"), fields=24, seed=0)
     run = {
         "data": {"lr": [str(fields / "raw")], "hr": [str(fields / "target")], "frame_axis": "C",
                  "channels": list(range(15)), "tile": 64, "batch_size": 8, "samples_per_epoch": 400,

@@ -1,6 +1,7 @@
 """Training end to end: a tiny model beats bicubic on held-out tiles, and resumes where it stopped."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 
 from microsr.errors import InputError
-from microsr.io import write_image
+from microsr.io import Image, image_stem, write_image
+from microsr.samples import filaments
 import microsr
 
 
@@ -132,3 +134,56 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_epoch(run_c
         microsr.train(run_config(hr_file, steps=16, lr=1e30, grad_clip=None), tmp_path, resume=True, progress=False)
     assert (tmp_path / "last.safetensors").read_bytes() == kept
     assert len(json.loads((tmp_path / "history.json").read_text())) == 1
+
+
+def _pair_folders(folder, hr_names, lr_names, shapes):
+    """HR images (shape of each name in ``shapes``) in folder/hr, LR images of half the size in folder/lr."""
+    rng = np.random.default_rng(0)
+    for side, names, factor in (("hr", hr_names, 1), ("lr", lr_names, 2)):
+        (folder / side).mkdir()
+        for file in names:
+            shape = tuple(n // factor for n in shapes[image_stem(Path(file))])
+            write_image(folder / side / file, rng.integers(0, 1000, shape, dtype=np.uint16))
+    return {"data": {"hr": [str(folder / "hr")], "lr": [str(folder / "lr")], "tile": 32, "batch_size": 2,
+                     "samples_per_epoch": 2, "num_workers": 0},
+            "scale": 2, "model": {"name": "resunet_small"}, "train": {"steps": 1, "precision": "fp32"}}
+
+
+def test_real_pairs_with_an_unmatched_name_are_refused_not_mispaired(tmp_path):
+    """hr/{a,b} and lr/{a,c}, all the same size: by sorted order b would train against c; by name it is an error."""
+    config = _pair_folders(tmp_path, ["a.tif", "b.tif"], ["a.tif", "c.tif"], {"a": (64, 64), "b": (64, 64), "c": (64, 64)})
+    with pytest.raises(InputError, match=r"hr/b.tif has no LR image named 'b'.*lr/c.tif has no HR image named 'c'"):
+        microsr.train(config, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model").exists()
+
+
+def test_real_pairs_are_matched_by_name_not_by_sorted_order(tmp_path):
+    """hr/ sorts as [cell.sted.tif, cell.tif] but lr/ as [cell.ome.tif, cell.sted.ome.tif]: by order each HR image
+    met the other's LR (of another size, so the old by-order pairing failed here); by name they train."""
+    config = _pair_folders(tmp_path, ["cell.tif", "cell.sted.tif"], ["cell.ome.tif", "cell.sted.ome.tif"],
+                           {"cell": (64, 64), "cell.sted": (96, 64)})
+    assert microsr.train(config, tmp_path / "model", progress=False)["step"] == 1
+
+
+def test_training_from_arrays_matches_training_from_their_files(tmp_path):
+    """napari and notebooks pass images in memory: the same pixels give the same run as their files."""
+    images = [filaments((96, 96), seed=seed) for seed in (1, 2)]
+    files = [write_image(tmp_path / f"{i}.tif", Image(image, "YX", pixel_size=20.0)) for i, image in enumerate(images)]
+
+    def run(hr, output):
+        config = {"data": {"hr": hr, "pixel_size": 20.0, "tile": 32, "batch_size": 4, "samples_per_epoch": 8,
+                           "num_workers": 0},
+                  "scale": 2, "model": {"name": "resunet_small"}, "train": {"steps": 2, "precision": "fp32", "seed": 3}}
+        return microsr.train(config, tmp_path / output, progress=False)
+
+    from_files = run([str(path) for path in files], "files")
+    from_memory = run([Image(images[0], "YX", pixel_size=20.0), images[1]], "memory")  # a bare array: data.pixel_size
+    assert from_memory["loss"] == pytest.approx(from_files["loss"], rel=1e-6)
+    assert from_memory["val_psnr"] == pytest.approx(from_files["val_psnr"], rel=1e-6)
+    info = json.loads((tmp_path / "memory" / "config.json").read_text())
+    assert info["output_pixel_size"] == 20.0 and info["input_pixel_size"] == 40.0
+    assert info["run"]["data"]["hr"] == ["<in-memory image YX 96x96 " + str(images[0].dtype) + ">", "<in-memory image 96x96 "
+                      + str(images[1].dtype) + ">"]
+    with pytest.raises(InputError, match="give both as files or folders .* not a mix"):
+        microsr.train({"data": {"hr": [images[0]], "lr": [str(files[0])]}, "scale": 2}, tmp_path / "mixed")
+

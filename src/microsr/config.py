@@ -18,18 +18,39 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import dask.array as da
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PlainSerializer, ValidationError, model_validator
 
 from microsr.degrade import PRESETS as DEGRADATION_PRESETS
 from microsr.errors import InputError, one_line
+from microsr.io import Image
 from microsr.pretrained import PRETRAINED
 from microsr.simulate.smlm import SMLMSimulation, SMLMVariety, preset
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SimulationConfig", "TrainConfig", "load_config"]
+__all__ = [
+    "DataConfig", "ImageSource", "ModelConfig", "RunConfig", "SimulationConfig", "TrainConfig", "load_config",
+    "with_overrides",
+]
+
+
+def _describe(image: Image | np.ndarray | da.Array) -> str:
+    """What a stored configuration says of an in-memory image: its pixels are not stored with it."""
+    axes = f" {image.axes}" if isinstance(image, Image) else ""
+    return f"<in-memory image{axes} {'x'.join(map(str, image.shape))} {image.dtype}>"
+
+
+ImageSource = Path | Annotated[
+    InstanceOf[Image] | InstanceOf[np.ndarray] | InstanceOf[da.Array],
+    PlainSerializer(_describe, return_type=str, when_used="json"),
+]
+"""A training image: a file or folder, or an image in memory (an :class:`~microsr.io.Image`, which
+keeps its axes and pixel size, or a NumPy/dask array with ``data.axes`` and ``data.pixel_size``)."""
 
 
 class _Strict(BaseModel):
@@ -77,17 +98,20 @@ class SimulationConfig(BaseModel):
 class DataConfig(_Strict):
     """Where the training images are (or what is simulated) and how tiles are cut from them."""
 
-    hr: list[Path] | None = Field(
-        None, min_length=1, description="High-resolution images: files or folders of files."
+    hr: list[ImageSource] | None = Field(
+        None, min_length=1, description="High-resolution images: files or folders of files, or images in memory."
     )
     simulation: SimulationConfig | None = Field(
         None, description="Instead of `hr`: SMLM frames simulated on the fly; their size sets the tile."
     )
-    lr: list[Path] | None = Field(
-        None, description="Real low-resolution counterparts of `hr`, matched by name; None: degrade `hr`."
+    lr: list[ImageSource] | None = Field(
+        None, description="Real low-resolution counterparts of `hr`: files matched by file name without extension "
+        "(microsr.io.pair_by_name), or images in memory matched by position; None: degrade `hr`."
     )
     pixel_size: float | None = Field(None, gt=0, description="HR pixel size in nm, overriding file metadata.")
-    axes: str | None = Field(None, description="Axes of the files as stored, overriding their metadata.")
+    axes: str | None = Field(
+        None, description="Axes of the files (and in-memory arrays) as stored, overriding their metadata."
+    )
     tile: int = Field(128, ge=8, description="HR tile side in pixels; a multiple of the scale.")
     frames: int = Field(1, ge=1, description="Adjacent frames fed as input channels (odd).")
     frame_axis: Literal["T", "Z", "C"] = "T"
@@ -252,21 +276,89 @@ def load_config(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> 
     """
     if isinstance(source, RunConfig):
         return source
-    origin = "configuration"
-    if not isinstance(source, dict):
-        path = Path(source)
-        origin = str(path)
-        if not path.is_file():
-            raise InputError(f"{path}: configuration file not found. Check the path.")
-        try:
-            source = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML/JSON ({one_line(exc)}).") from exc
-        if not isinstance(source, dict):
-            raise InputError(f"{path}: expected a mapping with at least `data: {{hr: [...]}}`.")
-        source = _relative_to(source, path.parent)
+    return _validate(*_read(source))
+
+
+_BUDGET = ("epochs", "steps", "minutes")
+
+
+def with_overrides(
+    source: RunConfig | dict[str, Any] | str | os.PathLike[str] | None, changes: Mapping[str, Any]
+) -> RunConfig:
+    """A run configuration with values given on a command line (or in a widget) in place of its own.
+
+    The one place where ``microsr train``, ``microsr smlm train`` and the napari Train
+    widget merge their options into a configuration.
+
+    Parameters
+    ----------
+    source
+        The configuration as :func:`load_config` takes it, or ``None`` for none.
+    changes
+        Dotted keys (``"data.hr"``, ``"train.steps"``, ``"model.name"``) and their values;
+        ``None`` means not given and changes nothing. A mapping is merged into the
+        mapping it replaces. A budget (``train.epochs``, ``train.steps`` or
+        ``train.minutes``) replaces the configuration's budget, and ``model.name``
+        its whole model section (the keyword arguments and initial weights were that
+        model's).
+
+    Returns
+    -------
+    RunConfig
+        Validated once, after the changes, so a configuration file may leave out
+        what the options give.
+
+    Raises
+    ------
+    InputError
+        As :func:`load_config`.
+
+    Examples
+    --------
+    >>> cfg = with_overrides({"data": {"hr": ["a.tif"]}, "train": {"epochs": 3}}, {"train.steps": 50, "scale": None})
+    >>> cfg.train.steps, cfg.train.epochs, cfg.scale
+    (50, None, 4)
+    """
+    run, origin = ({}, "options") if source is None else _read(source)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        *parents, name = key.split(".")
+        if key == "model.name":
+            run["model"] = {}
+        section = run
+        for parent in parents:
+            section[parent] = dict(section.get(parent) or {})
+            section = section[parent]
+        if parents == ["train"] and name in _BUDGET:
+            for other in _BUDGET:
+                section.pop(other, None)
+        merge = isinstance(value, Mapping) and isinstance(section.get(name), Mapping)
+        section[name] = {**section[name], **value} if merge else value
+    return _validate(run, origin)
+
+
+def _read(source: RunConfig | dict[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """The configuration as a plain dict (only what was given), and where it came from."""
+    if isinstance(source, RunConfig):
+        return source.model_dump(exclude_unset=True), "configuration"
+    if isinstance(source, dict):
+        return dict(source), "configuration"
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: configuration file not found. Check the path.")
     try:
-        return RunConfig.model_validate(source)
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML/JSON ({one_line(exc)}).") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping with at least `data: {{hr: [...]}}`.")
+    return _relative_to(raw, path.parent), str(path)
+
+
+def _validate(run: dict[str, Any], origin: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(run)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}" for error in exc.errors()

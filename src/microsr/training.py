@@ -9,14 +9,11 @@ interrupted run loses at most that much, and ``resume`` continues it, mid-epoch 
 The output folder is locked while training (:func:`microsr.io.output_lock`), and a run
 that fails before its first checkpoint removes the folder it created.
 
-With ``data.simulation`` (SMLM), training frames are simulated on the fly and
-validated on a fixed simulated set: each epoch also localizes emitters in its
-outputs, picks the peak threshold that maximises the configured criterion (Jaccard
-index at 100 nm by default, fixed in ``data.simulation`` before training;
-:func:`microsr.smlm.localize.best_threshold`), records it with the Jaccard index at
-100 and 250 nm and the lateral RMSE, stores the threshold in the checkpoint for
-:func:`microsr.smlm.reconstruct.reconstruct`, and keeps the checkpoint with the best
-value of that criterion as ``best.safetensors``.
+What differs per job comes from :mod:`microsr.tasks`: tiles of images, degraded on
+the fly or real pairs (:func:`~microsr.tasks.sr.sr_datasets`), or, with
+``data.simulation``, SMLM frames simulated on the fly and validated by localization
+(:mod:`microsr.tasks.smlm`), whose checkpoint with the best localization criterion is
+``best.safetensors``.
 """
 
 from __future__ import annotations
@@ -29,8 +26,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +33,25 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into, save_checkpoint
 from microsr.config import RunConfig, load_config
-from microsr.data.datasets import CallablePairs, DegradedPairs, PairedImages, epoch_loader
+from microsr.data.datasets import epoch_loader
 from microsr.data.normalize import PercentileNormalizer
-from microsr.data.simulated import SimulatedFrames, simulation_normalizer
 from microsr.degrade import Degradation, load_degradation
 from microsr.errors import InputError
 from microsr.evaluate.baseline import upscale
 from microsr.evaluate.score import ImageScore
 from microsr.evaluate.score import score as score_image
-from microsr.io import atomic_output, check_output, find_images, output_lock, read_image, select_planes
+from microsr.io import atomic_output, check_output, output_lock
 from microsr.models import create_model, receptive_field, to_channels_last
 from microsr.models.losses import get_loss
 from microsr.runtime.allocator import reuse_freed_memory
 from microsr.runtime.device import pick_device
 from microsr.runtime.precision import autocast, resolve_precision
-from microsr.smlm.localize import PEAK_RADIUS, best_threshold
-from microsr.smlm.localize import localize
-from microsr.smlm.score import score
+from microsr.tasks.smlm import smlm_data, smlm_scores
+from microsr.tasks.sr import sr_datasets
 
 __all__ = ["adamw", "train"]
 
@@ -91,7 +84,11 @@ def train(
     Parameters
     ----------
     config
-        A :class:`~microsr.config.RunConfig`, a dict, or a YAML/JSON file.
+        A :class:`~microsr.config.RunConfig`, a dict, or a YAML/JSON file. Its ``data.hr``
+        (and ``data.lr``) may hold images in memory as well as files and folders:
+        :class:`~microsr.io.Image` objects with their pixel size, or NumPy/dask arrays
+        (with ``data.axes`` unless 2-D), so notebooks and napari need no temporary files.
+        Files pair by name (:func:`~microsr.io.pair_by_name`), in-memory images by position.
     output
         Model folder: ``best.safetensors``, ``last.safetensors``, ``config.json``,
         ``train_state.pt`` and ``history.json`` are written there.
@@ -162,8 +159,8 @@ def _train(
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     degraded = cfg.data.hr is not None and cfg.data.lr is None
     degradation = load_degradation(cfg.degradation, scale=cfg.scale) if degraded else None
-    smlm = _simulated_data(cfg) if cfg.data.simulation is not None else None
-    train_set, val_set, pixel_size = (smlm.train, smlm.val, smlm.pixel_size) if smlm else _datasets(cfg, degradation)
+    smlm = smlm_data(cfg) if cfg.data.simulation is not None else None
+    train_set, val_set, pixel_size = (smlm.train, smlm.val, smlm.pixel_size) if smlm else sr_datasets(cfg, degradation)
     loader = epoch_loader(train_set, cfg.data.batch_size, num_workers=cfg.data.num_workers,
                           pin_memory=device.type == "cuda")
     net = model if model is not None else create_model(
@@ -241,7 +238,7 @@ def _train(
                                                             "epoch_losses": losses}, info)
                     saved_at = time.monotonic()
             val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, dtype, cfg.data.batch_size)
-            scores = {} if smlm is None else _smlm_validation(net, smlm, device, dtype, cfg.data.batch_size)
+            scores = {} if smlm is None else smlm_scores(net, smlm, device, dtype, cfg.data.batch_size)
             run["epoch"] += 1
             run["seconds"] += time.monotonic() - started
             record = {
@@ -269,68 +266,6 @@ def _train(
             if on_epoch_end is not None and on_epoch_end(record):
                 break
     return record
-
-
-def _datasets(cfg: RunConfig, degradation: Degradation | None) -> tuple[Any, Any, float | None]:
-    """Training and validation datasets (real pairs when `degradation` is None), and the HR pixel size (nm)."""
-    hr = [read_image(p, axes=cfg.data.axes, pixel_size=cfg.data.pixel_size) for p in find_images(cfg.data.hr)]
-    common = {
-        "tile": cfg.data.tile, "frames": cfg.data.frames, "frame_axis": cfg.data.frame_axis,
-        "val_fraction": cfg.data.val_fraction, "seed": cfg.train.seed,
-        "normalizer": PercentileNormalizer(**cfg.normalization),
-    }
-    if degradation is not None:
-        pairs = partial(DegradedPairs, hr, degradation, **common)
-    else:
-        lr = [select_planes(read_image(p, axes=cfg.data.axes), cfg.data.lr_planes) for p in find_images(cfg.data.lr)]
-        pairs = partial(PairedImages, lr, hr, cfg.scale, channels=cfg.data.channels, **common)
-    sizes = {image.pixel_size for image in hr}
-    pixel_size = sizes.pop() if len(sizes) == 1 else None
-    return pairs(split="train", samples_per_epoch=cfg.data.samples_per_epoch), pairs(split="val"), pixel_size
-
-
-@dataclass(frozen=True)
-class _SimulatedData:
-    """Simulated SMLM training pairs, the fixed validation frames and their emitters."""
-
-    train: CallablePairs
-    val: TensorDataset
-    truth: np.ndarray
-    pixel_size: float  # of the targets, nm
-    criterion: str  # what the peak threshold maximises, at `radius` nm
-    radius: float
-
-
-def _simulated_data(cfg: RunConfig) -> _SimulatedData:
-    """Frames simulated on the fly for training; a fixed set seeded by ``train.seed`` for validation."""
-    simulation = cfg.data.simulation.settings()
-    normalizer = simulation_normalizer(simulation, PercentileNormalizer(**cfg.normalization), cfg.train.seed)
-    frames = SimulatedFrames(simulation, normalizer, cfg.scale)
-    train_set = CallablePairs(frames, cfg.data.samples_per_epoch, "train", cfg.train.seed)
-    inputs, targets, truth = frames.sample(cfg.data.simulation.val_frames, cfg.train.seed)
-    val_set = TensorDataset(torch.from_numpy(inputs), torch.from_numpy(targets))
-    return _SimulatedData(train_set, val_set, truth, simulation.pixel_size / cfg.scale,
-                          cfg.data.simulation.threshold_criterion, cfg.data.simulation.threshold_radius)
-
-
-@torch.inference_mode()
-def _smlm_validation(
-    net: nn.Module, smlm: _SimulatedData, device: torch.device, dtype: torch.dtype, batch_size: int
-) -> dict[str, float]:
-    """Best peak threshold on the validation frames, with its Jaccard index at 100 and 250 nm and lateral RMSE (nm)."""
-    net.eval()
-    outputs = []
-    for inputs, _ in DataLoader(smlm.val, batch_size=batch_size):
-        with autocast(device, dtype):
-            outputs.append(net(to_channels_last(inputs.to(device)))[:, 0].float().cpu())
-    outputs = torch.cat(outputs).numpy()
-    threshold, result = best_threshold(outputs, smlm.truth, smlm.pixel_size, tolerance=smlm.radius,
-                                       criterion=smlm.criterion)
-    table = localize(outputs, smlm.pixel_size, threshold, radius=PEAK_RADIUS)
-    near, wide = (score(table, smlm.truth, radius) for radius in (100.0, 250.0))
-    return {"threshold": threshold, "val_jaccard_100": near.jaccard, "val_jaccard_250": wide.jaccard,
-            "val_rmse": wide.rmse_lateral, "val_precision_250": wide.precision, "val_recall_250": wide.recall,
-            "val_criterion": getattr(result, smlm.criterion)}
 
 
 def _checkpoint_info(

@@ -197,7 +197,8 @@ def train_command(
     hr: Annotated[list[Path] | None, typer.Option(help="High-resolution image file or folder (repeatable).")] = None,
     lr: Annotated[
         list[Path] | None,
-        typer.Option(help="Real low-resolution counterparts of --hr (repeatable); default: degrade --hr."),
+        typer.Option(help="Real low-resolution counterparts of --hr (repeatable), matched by file name without "
+                     "extension; default: degrade --hr."),
     ] = None,
     scale: Annotated[int | None, typer.Option(help="Upsampling factor: 1, 2, 4 or 8.")] = None,
     degradation: Annotated[str | None, typer.Option(help="Degradation preset name or YAML file.")] = None,
@@ -224,24 +225,18 @@ def train_command(
     Writes OUTPUT/best.safetensors, last.safetensors, config.json and history.json.
     Interrupt with Ctrl-C at any time and continue with --resume.
     """
-    from microsr.config import load_config
+    from microsr.config import with_overrides
     from microsr.training import train
 
-    run = load_config(config).model_dump(mode="json") if config is not None else {"data": {}, "train": {}}
-    data = {"hr": hr, "lr": lr, "frames": frames, "tile": tile, "batch_size": batch_size, "pixel_size": pixel_size,
-            "num_workers": workers}
-    budget = {"minutes": minutes, "epochs": epochs, "steps": steps}
-    if any(v is not None for v in budget.values()):
-        run["train"] = {k: v for k, v in run["train"].items() if k not in budget}
-    schedule = {**budget, "seed": seed, "device": device, "precision": precision,
-                "checkpoint_minutes": checkpoint_minutes}
-    run["data"].update({k: [str(p) for p in v] if isinstance(v, list) else v for k, v in data.items() if v is not None})
-    run["train"].update({k: v for k, v in schedule.items() if v is not None})
-    run.update({k: v for k, v in {"scale": scale, "degradation": degradation}.items() if v is not None})
-    if model is not None:
-        run["model"] = {"name": model, "kwargs": {}}
-    if not run["data"].get("hr"):
+    if config is None and not hr:
         raise InputError("no training images: give --hr IMAGE_OR_FOLDER or a configuration file with data.hr.")
+    run = with_overrides(config, {
+        "data.hr": hr, "data.lr": lr, "data.frames": frames, "data.tile": tile, "data.batch_size": batch_size,
+        "data.pixel_size": pixel_size, "data.num_workers": workers, "scale": scale, "degradation": degradation,
+        "model.name": model, "train.minutes": minutes, "train.epochs": epochs, "train.steps": steps,
+        "train.seed": seed, "train.device": device, "train.precision": precision,
+        "train.checkpoint_minutes": checkpoint_minutes,
+    })
     set_threads(threads)
     record = train(run, output, resume=resume)
     out.print(
@@ -399,8 +394,8 @@ def fit_degradation_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Degradation YAML file to write.")],
     hr: Annotated[
         Path | None,
-        typer.Option(help="High-resolution counterparts of --lr: a file, or a folder matched by file name. "
-                          "Without it only the noise is fitted, from --lr alone."),
+        typer.Option(help="High-resolution counterparts of --lr: a file or a folder, matched by file name without "
+                          "extension. Without it only the noise is fitted, from --lr alone."),
     ] = None,
     scale: Annotated[
         int | None, typer.Option(min=1, help="Downsampling factor; with --hr inferred from the sizes, without it 4.")
@@ -415,8 +410,8 @@ def fit_degradation_command(
     intensity map, so that degraded HR images look like the real LR. With --lr alone: the noise
     model var = a·I + b of the LR images, after the default blur. Values come with uncertainties.
     """
-    from microsr.fit import fit_degradation, fit_noise, pair_files
-    from microsr.io import atomic_output, check_output, find_images, read_image
+    from microsr.fit import fit_degradation, fit_noise
+    from microsr.io import atomic_output, check_output, find_images, pair_by_name, read_image
 
     _check_yaml_name(output)
     command = " ".join(
@@ -431,10 +426,10 @@ def fit_degradation_command(
             fit = fit_noise([read_image(f) for f in files], scale=4 if scale is None else scale, seed=seed)
         title = f"noise of {len(files)} LR image(s)"
     else:
-        pairs = pair_files(lr, hr)
-        files = [path for pair in pairs for path in pair]
+        pairs = pair_by_name(hr, lr)
+        files = [path for pair in pairs for path in (pair.hr, pair.lr)]
         check_output(output, overwrite, files)
-        fit = fit_degradation([read_image(h) for _, h in pairs], [read_image(low) for low, _ in pairs],
+        fit = fit_degradation([read_image(pair.hr) for pair in pairs], [read_image(pair.lr) for pair in pairs],
                               scale=scale, trials=trials, seed=seed, progress=True)
         title = f"degradation of {len(pairs)} LR/HR pair(s)"
     with atomic_output(output, overwrite=overwrite, inputs=files) as tmp:

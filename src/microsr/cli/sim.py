@@ -8,7 +8,6 @@ subcommand groups. User errors are :class:`~microsr.errors.InputError`, which
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +39,6 @@ srrf_app = typer.Typer(
 
 out = Console(highlight=False)
 
-RAW_DIR, TARGET_DIR, STRUCTURE_DIR, FIELDS_NAME = "raw", "target", "structure", "fields.json"
-
 RangeOption = tuple[float, float] | None
 AnglesOption = Annotated[int, typer.Option(min=1, help="Pattern orientations.")]
 PhasesOption = Annotated[int, typer.Option(min=3, help="Phase steps per orientation (at least 3).")]
@@ -58,8 +55,8 @@ NominalPeriodOption = Annotated[float | None, typer.Option(
 @sim_app.command()
 def simulate(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help=f"Folder to create: {RAW_DIR}/, {TARGET_DIR}/, {STRUCTURE_DIR}/ "
-                           f"(one TIFF per field) and {FIELDS_NAME}.")
+        Path, typer.Option("--output", "-o", help="Folder to create: raw/, target/, structure/ (one TIFF per field) "
+                           "and fields.json.")
     ],
     preset: Annotated[str, typer.Option(help="Starting settings: default, dlsim or dlsim-low.")] = "default",
     fields: Annotated[int, typer.Option(min=1, help="Number of fields of view.")] = 16,
@@ -96,9 +93,8 @@ def simulate(
     pattern. Train on them with `data: {lr: OUTPUT/raw, hr: OUTPUT/target, frame_axis: C,
     channels: [...]}` and `scale: 2`.
     """
-    from microsr.io import atomic_output, write_image
     from microsr.simulate.sim import preset as named_preset
-    from microsr.simulate.sim import simulate_field
+    from microsr.simulate.sim import write_fields
 
     changes = {
         "size": size, "pixel_size": pixel_size, "na": na, "wavelength": wavelength, "angles": angles,
@@ -107,19 +103,7 @@ def simulate(
         "otf": None if otf is None else str(otf.resolve()),
     }
     config = named_preset(preset).replace(**{k: v for k, v in changes.items() if v is not None})
-    records = []
-    with atomic_output(output, overwrite=overwrite) as folder:
-        for name in (RAW_DIR, TARGET_DIR, STRUCTURE_DIR):
-            (folder / name).mkdir(parents=True)
-        for index, field_seed in enumerate(np.random.SeedSequence(seed).spawn(fields)):
-            field = simulate_field(config, field_seed)
-            name = f"{index:04d}.tif"
-            write_image(folder / RAW_DIR / name, field.raw, axes="CYX", pixel_size=config.pixel_size)
-            write_image(folder / TARGET_DIR / name, field.target, pixel_size=config.pixel_size / 2)
-            write_image(folder / STRUCTURE_DIR / name, field.structure, pixel_size=config.pixel_size / 2)
-            records.append({"file": name, **field.parameters})
-        settings = {f: getattr(config, f) for f in config.__dataclass_fields__}
-        (folder / FIELDS_NAME).write_text(json.dumps({"settings": settings, "fields": records}, indent=1) + "\n")
+    write_fields(output, config, fields, seed, overwrite=overwrite)
     out.print(config.describe())
     out.print(
         f"wrote {fields} fields to {output}: {config.frames} × {config.size} × {config.size} raw frames at "

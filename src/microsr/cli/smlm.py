@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,8 +30,7 @@ app = typer.Typer(
 
 out = Console(highlight=False)
 
-STACK_NAME = "stack.tif"
-TRUTH_NAME = "ground_truth.csv"
+STACK_NAME, TRUTH_NAME = "stack.tif", "ground_truth.csv"  # as microsr.simulate.smlm writes them (imported lazily)
 
 RangeOption = tuple[float, float] | None
 
@@ -73,40 +71,27 @@ def simulate(
     The ground truth is a ThunderSTORM CSV (frame, x [nm], y [nm], sigma [nm],
     intensity [photon]; frames 1-based) of every emitter on in every frame.
     """
-    from microsr.io import atomic_output, read_image, write_image
-    from microsr.smlm.table import write_localizations
-    from microsr.simulate.smlm import SMLMSimulation, simulate_stack
+    from microsr.simulate.smlm import SMLMSimulation, read_structure, write_stack
     from microsr.simulate.smlm import preset as named_preset
 
     config = named_preset(preset)
     if not isinstance(config, SMLMSimulation):
         raise InputError(f"--preset {preset}: a range of acquisitions for training; simulate one of "
                          "default, dsir or deepstorm-test, with options for other settings.")
-    inputs = []
-    mask = None
-    if structure is not None and structure not in ("filaments", "uniform"):
-        if not Path(structure).exists():
-            raise InputError(f"--structure {structure!r}: neither filaments, uniform nor an existing image file.")
-        mask_image = read_image(structure)
-        if mask_image.ndim != 2:
-            raise InputError(
-                f"{structure}: a structure image must be 2-D (Y, X), not {mask_image.axes} {mask_image.shape}."
-            )
-        mask, inputs = np.asarray(mask_image.data.compute(), np.float64), [Path(structure)]
+    mask_file = structure is not None and structure not in ("filaments", "uniform")
+    if mask_file and not Path(structure).exists():
+        raise InputError(f"--structure {structure!r}: neither filaments, uniform nor an existing image file.")
     changes = {
         "size": size, "pixel_size": pixel_size, "density": density, "filaments": filaments, "fwhm": fwhm,
         "photons": photons, "background": background, "photons_per_adu": photons_per_adu, "base_level": base_level,
         "read_noise": read_noise, "on_time": on_time, "off_time": off_time, "bleach": bleach,
-        "structure": mask if mask is not None else structure,
+        "structure": read_structure(structure) if mask_file else structure,
     }
     config = config.replace(**{key: value for key, value in changes.items() if value is not None})
     if em_gain is not None:
-        config = config.replace(em_gain=em_gain or None)
-    with atomic_output(output, overwrite=overwrite, inputs=inputs) as folder:
-        folder.mkdir()
-        stack, truth = simulate_stack(config, frames, seed)
-        write_image(folder / STACK_NAME, stack, axes="TYX", pixel_size=config.pixel_size)
-        write_localizations(truth, folder / TRUTH_NAME)
+        config = config.replace(em_gain=em_gain or None)  # 0: no electron multiplication
+    stack, truth = write_stack(output, config, frames, seed, overwrite=overwrite,
+                               inputs=[Path(structure)] if mask_file else [])
     out.print(config.describe())
     out.print(
         f"wrote {output / STACK_NAME} ({' × '.join(map(str, stack.shape))} uint16, {config.pixel_size:g} nm "
@@ -160,31 +145,17 @@ def train(
     For your microscope: `microsr smlm calibrate STACK -o simulation.yaml`, then
     `microsr smlm train --simulation simulation.yaml -o MODEL --minutes 20`.
     """
-    from microsr.config import load_config
+    from microsr.config import with_overrides
     from microsr.training import train as run_training
 
-    run = load_config(config).model_dump(mode="json", exclude_unset=True) if config is not None else {}
-    data, schedule = run.setdefault("data", {}), run.setdefault("train", {})
-    if "hr" in data:
-        raise InputError(f"{config}: `microsr smlm train` simulates its frames; remove data.hr or use `microsr train`.")
-    settings = data.setdefault("simulation", {})
-    if simulation is not None:
-        settings.update(_read_simulation(simulation))
-    elif "preset" not in settings:
-        settings["preset"] = "broad"
-    simulation = settings
-    changes = {"preset": preset, "pixel_size": pixel_size, "density": density, "val_frames": val_frames}
-    simulation.update({k: v for k, v in changes.items() if v is not None})
-    data.update({k: v for k, v in {"batch_size": batch_size, "samples_per_epoch": frames_per_epoch,
-                                   "num_workers": workers}.items() if v is not None})
-    budget = {"minutes": minutes, "steps": steps}
-    if any(v is not None for v in budget.values()):
-        schedule = run["train"] = {k: v for k, v in schedule.items() if k not in ("minutes", "steps", "epochs")}
-    schedule.update({k: v for k, v in {**budget, "seed": seed, "device": device, "precision": precision}.items()
-                     if v is not None})
-    run.update({k: v for k, v in {"scale": scale, "loss": loss}.items() if v is not None})
-    if model is not None:
-        run["model"] = {"name": model, "kwargs": {}}
+    run = with_overrides(config, {
+        "data.simulation": _read_simulation(simulation) if simulation is not None else {},
+        "data.simulation.preset": preset, "data.simulation.pixel_size": pixel_size,
+        "data.simulation.density": density, "data.simulation.val_frames": val_frames,
+        "data.batch_size": batch_size, "data.samples_per_epoch": frames_per_epoch, "data.num_workers": workers,
+        "scale": scale, "loss": loss, "model.name": model, "train.minutes": minutes, "train.steps": steps,
+        "train.seed": seed, "train.device": device, "train.precision": precision,
+    })
     set_threads(threads)
     record = run_training(run, output, resume=resume)
     out.print(

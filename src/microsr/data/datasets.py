@@ -511,7 +511,8 @@ class PairedImages(_TiledPairs):
     Parameters
     ----------
     lr_images, hr_images : Image or sequence of Image
-        Matched by order.
+        ``lr_images[i]`` pairs with ``hr_images[i]``; pair files by name first
+        (:func:`microsr.io.pair_by_name`, as training does).
     scale : int
         HR pixels per LR pixel.
     tile : int or tuple of int
@@ -560,8 +561,8 @@ class PairedImages(_TiledPairs):
         lrs, hrs = _as_list(lr_images, "lr_images"), _as_list(hr_images, "hr_images")
         if len(lrs) != len(hrs):
             raise InputError(
-                f"{len(lrs)} LR images but {len(hrs)} HR images; pairs are matched by "
-                "order, so give the same number of each."
+                f"{len(lrs)} LR images but {len(hrs)} HR images; lr_images[i] pairs with hr_images[i], "
+                "so give the same number of each."
             )
         self.channels = None if channels is None else _check_channels(channels, frames)
         drop = None if channels is None else frame_axis
@@ -615,7 +616,7 @@ def _paired_shape(lr: Image, hr: Image, scale: int, channel_axis: str | None = N
         raise InputError(
             f"LR {_name(lr)} (axes {lr.axes}, shape {lr.shape}) and HR {_name(hr)} (axes {hr.axes}, shape "
             f"{hr.shape}) do not match at scale {scale}: HR YX should be {expected[0]}x{expected[1]} and the "
-            f"leading axes{frames} equal. Check the pairing order and the scale."
+            f"leading axes{frames} equal. Check that these two images belong together, and the scale."
         )
     return (min(expected[0], hr.shape[-2] // scale * scale), min(expected[1], hr.shape[-1] // scale * scale))
 

@@ -62,7 +62,7 @@ def find_images(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     ['filaments.tif']
     """
     found: list[Path] = []
-    for path in [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]:
+    for path in _as_paths(paths):
         if not path.exists():
             raise InputError(f"{path}: file or folder not found. Check the path.")
         if not path.is_dir() or _is_zarr(path):
@@ -73,6 +73,10 @@ def find_images(paths: PathLike | Iterable[PathLike]) -> list[Path]:
             raise InputError(f"{path}: no images in this folder (readable types: {', '.join(_READ_SUFFIXES)}).")
         found.extend(images)
     return found
+
+
+def _as_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    return [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
 
 
 def _is_zarr(path: Path) -> bool:
@@ -270,33 +274,37 @@ def image_stem(path: Path) -> str:
     return stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem
 
 
-def _by_name(paths: Iterable[Path], source: Path) -> dict[str, Path]:
+def _by_name(paths: Iterable[Path], source: str) -> dict[str, Path]:
     named: dict[str, Path] = {}
     for path in paths:
         name = image_stem(path)
         if name in named:
             raise InputError(
-                f"{source}: {named[name].name} and {path.name} have the same name {name!r}, so pairs cannot be "
+                f"{source}: {named[name]} and {path} have the same name {name!r}, so pairs cannot be "
                 "matched by name; keep one of them."
             )
         named[name] = path
     return named
 
 
-def pair_by_name(hr: str | os.PathLike[str], lr: str | os.PathLike[str] | None = None) -> list[Pair]:
-    """Match high- and low-resolution images by file name (without extension).
+def pair_by_name(
+    hr: PathLike | Iterable[PathLike], lr: PathLike | Iterable[PathLike] | None = None
+) -> list[Pair]:
+    """Match high- and low-resolution images by file name (without extension): the one pairing rule.
 
-    ``hr`` and ``lr`` may each be an image file or a folder (as in
-    :func:`~microsr.io.find_images`). Two files form one pair whatever their names.
-    A file and a folder: the folder must hold an image of the file's name. Two
-    folders: every image must have a partner of the same name in the other folder.
+    ``hr`` and ``lr`` may each be image files or folders, one or several (as in
+    :func:`~microsr.io.find_images`). One file on each side forms one pair whatever
+    the names. Named files on one side and folders on the other: the folders must
+    hold an image of each file's name (and may hold more). Otherwise every image must
+    have a partner of the same name on the other side. Never by order: an extra or
+    missing file is an error, not a silent mispair.
 
     Parameters
     ----------
     hr
-        High-resolution (ground truth) image or folder.
+        High-resolution (ground truth) images or folders.
     lr
-        Low-resolution image or folder; ``None`` gives pairs with ``lr=None``.
+        Low-resolution images or folders; ``None`` gives pairs with ``lr=None``.
 
     Returns
     -------
@@ -306,8 +314,8 @@ def pair_by_name(hr: str | os.PathLike[str], lr: str | os.PathLike[str] | None =
     Raises
     ------
     InputError
-        If a path is missing, a folder holds no images, two images in one folder
-        share a name, or a name has no partner.
+        If a path is missing, a folder holds no images, two images on one side
+        share a name, or an image has no partner (the message lists them).
 
     Examples
     --------
@@ -315,20 +323,26 @@ def pair_by_name(hr: str | os.PathLike[str], lr: str | os.PathLike[str] | None =
     >>> pair_by_name(sample_path(), sample_path().parent)[0].name
     'filaments'
     """
-    hr, lr = Path(hr), None if lr is None else Path(lr)
-    hr_files = find_images(hr)
-    hr_images = _by_name(hr_files, hr)
+    hr_paths = _as_paths(hr)
+    hr_files = find_images(hr_paths)
+    hr_label = ", ".join(map(str, hr_paths))
+    hr_images = _by_name(hr_files, hr_label)
     if lr is None:
         return [Pair(name, path, None) for name, path in sorted(hr_images.items())]
-    lr_files = find_images(lr)
-    lr_images = _by_name(lr_files, lr)
+    lr_paths = _as_paths(lr)
+    lr_files = find_images(lr_paths)
+    lr_label = ", ".join(map(str, lr_paths))
+    lr_images = _by_name(lr_files, lr_label)
     # find_images returns a file (or an OME-Zarr image folder) as itself, a folder as its contents.
-    hr_single, lr_single = hr_files == [hr], lr_files == [lr]
-    if hr_single and lr_single:
-        return [Pair(image_stem(hr), hr, lr)]
-    names = set(hr_images) if hr_single else set(lr_images) if lr_single else set(hr_images) | set(lr_images)
-    missing = [f"{n!r} has no LR image in {lr}" for n in sorted(names - set(lr_images))]
-    missing += [f"{n!r} has no HR image in {hr}" for n in sorted(names - set(hr_images))]
+    hr_named, lr_named = hr_files == hr_paths, lr_files == lr_paths
+    if hr_named and lr_named and len(hr_files) == len(lr_files) == 1:
+        return [Pair(image_stem(hr_files[0]), hr_files[0], lr_files[0])]
+    if hr_named != lr_named:  # the named files choose the pairs; the folders must hold their partners
+        names = set(hr_images) if hr_named else set(lr_images)
+    else:
+        names = set(hr_images) | set(lr_images)
+    missing = [f"{hr_images[n]} has no LR image named {n!r} in {lr_label}" for n in sorted(names - set(lr_images))]
+    missing += [f"{lr_images[n]} has no HR image named {n!r} in {hr_label}" for n in sorted(names - set(hr_images))]
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise InputError(

@@ -785,7 +785,7 @@ def write_image(
     PosixPath('stack.ome.zarr')
     """
     path = Path(path)
-    image = _as_image(image, axes, pixel_size, z_spacing, path)
+    image = as_image(image, axes=axes, pixel_size=pixel_size, z_spacing=z_spacing, name=path)
     writer = _writer_for(path, image, levels)
     protected = [*inputs, *([image.path] if image.path else [])]
     with atomic_output(path, overwrite=overwrite, inputs=protected) as temporary:
@@ -818,16 +818,41 @@ def check_image_output(
     check_output(path, overwrite, inputs)
 
 
-def _as_image(
+def as_image(
     image: Image | np.ndarray | da.Array,
-    axes: str | None,
-    pixel_size: float | None,
-    z_spacing: float | None,
-    path: Path,
+    *,
+    axes: str | None = None,
+    pixel_size: float | None = None,
+    z_spacing: float | None = None,
+    name: str | Path = "image",
 ) -> Image:
+    """An array (or an :class:`Image`) as an :class:`Image` with these axes and pixel size.
+
+    Parameters
+    ----------
+    image
+        The pixels; an array of more than two dimensions needs ``axes``.
+    axes
+        One letter from ``TCZYX`` per dimension as stored; the data is transposed to
+        canonical order.
+    pixel_size, z_spacing
+        In nanometres; replace the image's own when given.
+    name
+        The image's name in error messages.
+
+    Raises
+    ------
+    InputError
+        If ``axes`` is missing for an array of more than two dimensions, or does not fit it.
+
+    Examples
+    --------
+    >>> as_image(np.zeros((64, 3, 64), np.uint8), axes="YCX", pixel_size=80.0).axes
+    'CYX'
+    """
     if not isinstance(image, Image):
         if axes is None and np.ndim(image) != 2:
-            raise InputError(f"{path}: give axes= for {np.ndim(image)}-D data (e.g. axes='ZYX').")
+            raise InputError(f"{name}: give axes= for {np.ndim(image)}-D data (e.g. axes='ZYX').")
         data, canonical = _to_canonical(da.asarray(image), (axes or "YX").upper(), None, given=True)
         image = Image(data, canonical, None)
     elif axes is not None:

@@ -8,8 +8,6 @@ True once Stop is pressed.
 
 from __future__ import annotations
 
-import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +32,7 @@ from superqt.utils import ensure_main_thread
 
 from microsr.degrade import PRESETS
 from microsr.errors import InputError
-from microsr.io import Image, write_image
+from microsr.io import Image
 from microsr.models import list_models
 from microsr.napari._common import image_layer_box, layer_choices, notify_error, run_in_thread, status_label
 from microsr.napari._layers import layer_image, resampled_placement
@@ -53,8 +51,8 @@ _PROGRESS_STEPS = 1000
 class TrainWidget(Container):
     """Train a super-resolution model from high-resolution layers, with a live loss curve and preview.
 
-    The chosen HR layers are written to a temporary folder for the run (a folder
-    of images can be given as well or instead). Training runs in a background
+    The chosen HR layers are trained on as they are, in memory, with their pixel
+    size (a folder of images can be given as well or instead). Training runs in a background
     thread; after every epoch (*tiles per epoch* training tiles, then validation)
     the loss curve and progress bar update and, when a preview layer is chosen,
     the current model restores a region of it into the layer ``NAME preview``: the
@@ -249,12 +247,6 @@ class TrainWidget(Container):
 def _train(
     images: dict[str, Image], folder: Path | None, config: dict[str, Any], output: Path, on_epoch_end: Any
 ) -> dict[str, Any]:
-    """Run in the worker thread: write the layers to a temporary folder and train on them (and ``folder``)."""
-    with tempfile.TemporaryDirectory(prefix="microsr-layers-") as staging:
-        files = [
-            write_image(Path(staging) / f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.tif", image)
-            for i, (name, image) in enumerate(images.items())
-        ]
-        hr = [str(path) for path in files] + ([str(folder)] if folder is not None else [])
-        return train({**config, "data": {**config["data"], "hr": hr}}, output, progress=False,
-                     on_epoch_end=on_epoch_end)
+    """Run in the worker thread: train on the layers' images as they are in memory (and on ``folder``)."""
+    hr = [*images.values(), *([folder] if folder is not None else [])]
+    return train({**config, "data": {**config["data"], "hr": hr}}, output, progress=False, on_epoch_end=on_epoch_end)

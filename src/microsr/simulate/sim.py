@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
 from microsr.errors import InputError
+from microsr.io import PathLike, atomic_output, write_image
 from microsr.optics import cutoff_frequency, ideal_otf, read_otf
 from microsr.simulate._ranges import parse_range, show_range
 
@@ -48,6 +51,7 @@ __all__ = [
     "SIMSimulation",
     "preset",
     "simulate_field",
+    "write_fields",
 ]
 
 Seed = int | np.random.Generator | np.random.SeedSequence | None
@@ -55,6 +59,9 @@ Seed = int | np.random.Generator | np.random.SeedSequence | None
 _DRAW_STEP = 0.25  # filament points per target pixel: dense enough that a line looks continuous
 _HAZE_SIGMA_NM = 800.0  # correlation length of the smooth haze under the filaments
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+RAW_DIR, TARGET_DIR, STRUCTURE_DIR, FIELDS_NAME = "raw", "target", "structure", "fields.json"
+"""The folders and settings file :func:`write_fields` writes."""
 
 
 def _frequencies(shape: tuple[int, int], pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +372,59 @@ def simulate_field(config: SIMSimulation, seed: Seed = None) -> SIMField:
         "photons": photons, "background": background, "k": (k * config.pixel_size).tolist(),
     }
     return SIMField(raw, target.astype(np.float32), structure[pad:-pad, pad:-pad].astype(np.float32), parameters)
+
+
+def write_fields(output: PathLike, config: SIMSimulation, fields: int, seed: int = 0, *,
+                 overwrite: bool = False) -> Path:
+    """Simulate ``fields`` fields of view into a training folder (atomically: complete or absent).
+
+    Each field is ``raw/NNNN.tif`` (frames along C, angle-major, uint16, camera pixel
+    size), ``target/NNNN.tif`` (the SIM target, float32, half the pixel size) and
+    ``structure/NNNN.tif`` (the ground truth); ``fields.json`` holds the settings and
+    each field's drawn pattern. ``raw`` and ``target`` pair by file name for training
+    (``data: {lr: OUTPUT/raw, hr: OUTPUT/target, frame_axis: C, channels: [...]}``, ``scale: 2``).
+
+    Parameters
+    ----------
+    output
+        Folder to create.
+    config
+        The simulation settings.
+    fields
+        Number of fields of view.
+    seed
+        The same seed gives the same fields.
+    overwrite
+        Replace ``output`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = write_fields(Path(tempfile.mkdtemp()) / "fields", SIMSimulation(size=32), fields=2)
+    >>> sorted(p.name for p in (folder / "raw").iterdir())
+    ['0000.tif', '0001.tif']
+    """
+    if fields < 1:
+        raise InputError(f"fields={fields}: simulate at least one field of view.")
+    records = []
+    with atomic_output(output, overwrite=overwrite) as folder:
+        for name in (RAW_DIR, TARGET_DIR, STRUCTURE_DIR):
+            (folder / name).mkdir(parents=True)
+        for index, field_seed in enumerate(np.random.SeedSequence(seed).spawn(fields)):
+            field = simulate_field(config, field_seed)
+            name = f"{index:04d}.tif"
+            write_image(folder / RAW_DIR / name, field.raw, axes="CYX", pixel_size=config.pixel_size)
+            write_image(folder / TARGET_DIR / name, field.target, pixel_size=config.pixel_size / 2)
+            write_image(folder / STRUCTURE_DIR / name, field.structure, pixel_size=config.pixel_size / 2)
+            records.append({"file": name, **field.parameters})
+        settings = {f: getattr(config, f) for f in config.__dataclass_fields__}
+        (folder / FIELDS_NAME).write_text(json.dumps({"settings": settings, "fields": records}, indent=1) + "\n")
+    return Path(output)
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,9 +36,10 @@ import torch
 from scipy.special import erf
 
 from microsr.errors import InputError
+from microsr.io import PathLike, atomic_output, check_output, read_image, write_image
 from microsr.simulate._ranges import parse_range, show_range
 from microsr.smlm.render import render
-from microsr.smlm.table import LOCALIZATION_DTYPE, localization_table
+from microsr.smlm.table import LOCALIZATION_DTYPE, localization_table, write_localizations
 
 __all__ = [
     "PRESETS",
@@ -48,8 +50,13 @@ __all__ = [
     "render_frames",
     "render_targets",
     "simulate_batch",
+    "read_structure",
     "simulate_stack",
+    "write_stack",
 ]
+
+STACK_NAME, TRUTH_NAME = "stack.tif", "ground_truth.csv"
+"""The files :func:`write_stack` writes."""
 
 Seed = int | np.random.Generator | None
 
@@ -412,6 +419,69 @@ def simulate_stack(config: SMLMSimulation, frames: int, seed: Seed = None) -> tu
         frame + 1, x[molecule], y[molecule], fwhm[molecule] / _FWHM_PER_SIGMA, rng.uniform(*config.photons, frame.size)
     )
     return render_frames(truth, config, frames, rng), truth
+
+
+def write_stack(
+    output: PathLike, config: SMLMSimulation, frames: int, seed: Seed = None, *, overwrite: bool = False,
+    inputs: Sequence[PathLike] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate a stack (:func:`simulate_stack`) into a folder: ``stack.tif`` and ``ground_truth.csv``.
+
+    The stack is a 16-bit TIFF with its pixel size, the ground truth a ThunderSTORM CSV
+    (frame, x [nm], y [nm], sigma [nm], intensity [photon]; frames 1-based) of every
+    emitter on in every frame. The folder is written atomically: complete or absent.
+
+    Parameters
+    ----------
+    output
+        Folder to create.
+    config, frames, seed
+        As in :func:`simulate_stack`.
+    overwrite
+        Replace ``output`` if it exists.
+    inputs
+        Files the simulation read (a structure image), never to be replaced.
+
+    Returns
+    -------
+    stack, truth
+        As :func:`simulate_stack` returns them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> stack, truth = write_stack(Path(tempfile.mkdtemp()) / "sim", SMLMSimulation(size=32), frames=5, seed=0)
+    >>> stack.shape
+    (5, 32, 32)
+    """
+    check_output(output, overwrite, inputs)
+    stack, truth = simulate_stack(config, frames, seed)
+    with atomic_output(output, overwrite=overwrite, inputs=inputs) as folder:
+        folder.mkdir()
+        write_image(folder / STACK_NAME, stack, axes="TYX", pixel_size=config.pixel_size)
+        write_localizations(truth, folder / TRUTH_NAME)
+    return stack, truth
+
+
+def read_structure(path: PathLike) -> np.ndarray:
+    """A 2-D image file as the weights of where emitters sit (``SMLMSimulation(structure=...)``).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, unreadable or not 2-D.
+
+    Examples
+    --------
+    >>> from microsr.samples import sample_path
+    >>> read_structure(sample_path()).ndim
+    2
+    """
+    image = read_image(path)
+    if image.ndim != 2:
+        raise InputError(f"{path}: a structure image must be 2-D (Y, X), not {image.axes} {image.shape}.")
+    return np.asarray(image.data.compute(), np.float64)
 
 
 def simulate_batch(
