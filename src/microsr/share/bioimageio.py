@@ -357,7 +357,8 @@ def _describe(restorer: Restorer, module: nn.Module, geometry: _Geometry, x: np.
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(f"frame{c}")
                                                                 for c in range(channels)]), *in_space],
         test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
-        data=spec.IntervalOrRatioDataDescr(type="float32"), preprocessing=pre)]
+        data=spec.IntervalOrRatioDataDescr(type="float32"), preprocessing=pre,
+        pad=spec.ReflectPadding())]  # beyond the image, microsr's tiles reflect it
     outputs = [spec.OutputTensorDescr(
         id=spec.TensorId("output"),
         description="emitters per pixel" if _is_smlm(restorer) else "restored intensities, normalised as the input",
