@@ -325,6 +325,14 @@ def _history(restorer: Restorer) -> list[dict]:
         return []
 
 
+def _output_units(restorer: Restorer) -> str:
+    if _is_smlm(restorer):
+        return "emitters per pixel"
+    if restorer.info["normalization"].get("lo") is not None:
+        return "restored intensities, in the input's units"
+    return "restored intensities, normalised as the input (see the model card)"
+
+
 def _task(restorer: Restorer) -> str:
     info = restorer.info
     if _is_smlm(restorer):
@@ -361,7 +369,7 @@ def _describe(restorer: Restorer, module: nn.Module, geometry: _Geometry, x: np.
         pad=spec.ReflectPadding())]  # beyond the image, microsr's tiles reflect it
     outputs = [spec.OutputTensorDescr(
         id=spec.TensorId("output"),
-        description="emitters per pixel" if _is_smlm(restorer) else "restored intensities, normalised as the input",
+        description=_output_units(restorer),
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("restored")]), *out_space],
         test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32"), postprocessing=post)]
