@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 import os
 import warnings
 from dataclasses import dataclass, field, replace
@@ -272,9 +273,12 @@ def load_package(path: str | os.PathLike[str], *, weight_format: str | None = No
     where = str(path)
     if not Path(path).exists():
         raise InputError(f"{where}: not found; give a bioimage.io model package (.zip).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        descr = load_model_description(path, perform_io_checks=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            descr = load_model_description(path, perform_io_checks=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{where}: not a bioimage.io model package ({' '.join(str(exc).split())[:200]}).") from None
     if isinstance(descr, InvalidDescr) or not isinstance(descr, spec.ModelDescr):
         detail = "format 0.4: convert it with `bioimageio update-format`" if not isinstance(descr, InvalidDescr) \
             else "not a valid bioimage.io model package"
