@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -296,12 +297,20 @@ def _weights(restorer: Restorer, module: nn.Module, example: torch.Tensor, folde
 
 def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     dim = torch.export.Dim.DYNAMIC
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # A batch of 2, so that the exporter keeps the batch axis dynamic instead of specialising it to 1.
-        program = torch.onnx.export(module, (torch.cat([example, example]),), None, dynamo=True, opset_version=_OPSET, verbose=False,
-                                    dynamic_shapes=({0: dim, 2: dim, 3: dim},), input_names=["input"],
-                                    output_names=["output"], external_data=False)
+    # The exporter logs a line for each torchvision operator it cannot register; microsr has no torchvision.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # A batch of 2, so that the exporter keeps the batch axis dynamic instead of specialising it to 1.
+            program = torch.onnx.export(
+                module, (torch.cat([example, example]),), None, dynamo=True, opset_version=_OPSET, verbose=False,
+                dynamic_shapes=({0: dim, 2: dim, 3: dim},), input_names=["input"], output_names=["output"],
+                external_data=False)
+    finally:
+        registration.setLevel(level)
     program.save(str(path), external_data=False)
 
 
