@@ -92,6 +92,7 @@ def test_package_contents(packages):
     restorer = load_microsr_model(packages["sr"].parent / "sr")
     halo = restorer.info["receptive_field"]
     assert f"halo: {halo * 2}" in rdf and "step: 2" in rdf
+    assert "mode: reflect" in rdf  # the context beyond the image is reflected, as microsr's tiles do
     assert "import microsr" not in source and "from microsr." not in source.replace(">>> from microsr.", "")
     assert "30.50" in card and "29.00" in card and "10.1038/s41592-021-01080-z" in card
     assert "hi - lo" in card  # the card says how the output's normalisation differs from microsr's

@@ -375,7 +375,7 @@ def _describe(restorer: Restorer, module: nn.Module, geometry: _Geometry, x: np.
                                                                 for c in range(channels)]), *in_space],
         test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32"), preprocessing=pre,
-        pad=spec.ReflectPadding())]  # beyond the image, microsr's tiles reflect it
+        pad=spec.ReflectPadding(mode="reflect"))]  # beyond the image, microsr's tiles reflect it
     outputs = [spec.OutputTensorDescr(
         id=spec.TensorId("output"),
         description=_output_units(restorer),
