@@ -333,6 +333,12 @@ CASES = [
     ("system: scale 0", lambda d, m: ["system", "--scale", "0"], "scale"),
     ("system: a device this machine lacks", lambda d, m: ["system", "--device", "cuda:7"], "cuda:7"),
     ("predict: not a device", lambda d, m: ["predict", m, tiff(d), "-o", d / "o.tif", "--device", "gpu0"], "gpu0"),
+    # export (bioimage.io packages)
+    ("export: output not a .zip", lambda d, m: ["export", m, "-o", d / "package.tif"], "package.tif"),
+    ("export: missing model", lambda d, m: ["export", d / "nomodel", "-o", d / "package.zip"], "nomodel"),
+    ("export: existing output", lambda d, m: ["export", m, "-o", write(d / "package.zip", "mine")], "package.zip"),
+    ("predict: a .zip that is not a package", lambda d, m: [
+        "predict", write(d / "fake.zip", "not a zip"), tiff(d), "-o", d / "x.tif"], "fake.zip"),
     # sim
     ("sim reconstruct: 0 angles", lambda d, m: ["sim", "reconstruct", sim_frames(d), "--angles", "0", "--phases", "7",
                                                 "-o", d / "sim.tif"], "--angles"),

@@ -6,6 +6,11 @@ The two calls most users need::
     microsr.train({"data": {"hr": ["cells.tif"]}, "scale": 4, "train": {"minutes": 10}}, "my_model")
     restored = microsr.load_model("my_model").predict(low_res_array)
 
+and to share a model with the bioimage.io ecosystem (Fiji, ilastik, QuPath, ...), and run theirs::
+
+    microsr.export("my_model", "my_model.zip")
+    restored = microsr.load_model("their_model.zip").predict(low_res_array)
+
 Both are imported on first use, so ``import microsr`` stays fast (no PyTorch import).
 """
 
@@ -20,9 +25,10 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-_LAZY = {"train": "microsr.training", "load_model": "microsr.predict.restorer", "Restorer": "microsr.predict.restorer"}
+_LAZY = {"train": "microsr.training", "load_model": "microsr.share", "Restorer": "microsr.predict.restorer",
+         "export": "microsr.share"}
 
-__all__ = ["InputError", "Restorer", "__version__", "load_model", "train"]
+__all__ = ["InputError", "Restorer", "__version__", "export", "load_model", "train"]
 
 
 def __getattr__(name: str) -> Any:

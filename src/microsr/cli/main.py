@@ -278,8 +278,8 @@ def predict(
     """
     from microsr.evaluate.consistency import consistency_file, consistency_path
     from microsr.io import check_image_output
-    from microsr.predict.restorer import load_model
     from microsr.runtime.device import pick_device
+    from microsr.share import load_model  # a microsr model, or a bioimage.io package (.zip)
 
     check_image_output(output, overwrite, [image, model], dtype=np.float32)
     if consistency:
@@ -508,6 +508,34 @@ def benchmark_command(
         table.add_row(name, f"{scores['psnr']:.2f}", f"{scores['ssim']:.4f}", f"{scores['nrmse']:.4f}", resolution)
     out.print(table)
     out.print(f"wrote {output}/report.html, metrics.csv, summary.json")
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="Model folder, checkpoint, or shipped model name (smlm, sim_lowlight, ...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The package to write, NAME.zip.")],
+    name: Annotated[str | None, typer.Option(help="The model's name in the package (default: NAME).")] = None,
+    author: Annotated[list[str] | None, typer.Option(help="Who trained it (repeat for several; default: you).")] = None,
+    license: Annotated[str, typer.Option(help="SPDX license of the weights.")] = "CC-BY-4.0",  # noqa: A002
+    weights: Annotated[
+        list[str] | None, typer.Option(help="Weight formats: pytorch_state_dict (always), torchscript, onnx "
+                                       "(repeat; default: all three).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Write MODEL as a bioimage.io model package that Fiji (deepImageJ), ilastik, QuPath, napari and BiaPy run.
+
+    The package has PyTorch, TorchScript and ONNX weights, any input size the network takes, the halo
+    of its receptive field, test images, a cover and a model card (README.md). Run it back with
+    `microsr predict NAME.zip INPUT -o OUTPUT`.
+    """
+    from microsr.share import export
+
+    with err.status(f"Exporting {model} (tracing and converting the network)…"):
+        written = export(model, output, name=name, authors=author or None, license=license,
+                         weight_formats=tuple(weights) if weights else ("pytorch_state_dict", "torchscript", "onnx"),
+                         overwrite=overwrite)
+    out.print(f"wrote {written}")
 
 
 def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
