@@ -62,6 +62,7 @@ def render(
 
     Examples
     --------
+    >>> from microsr.smlm.table import localization_table
     >>> table = localization_table([1, 1, 2], [150.0, 160.0, 450.0], [50.0, 50.0, 250.0])
     >>> render(table, pixel_size=100.0, shape=(3, 5), method="histogram")
     array([[0., 2., 0., 0., 0.],
