@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test,napari,napari-test,bioimageio]'
+	$(PY) -m pip install --quiet -e '.[test,napari,napari-test,bioimageio,distributed]'
 	touch $(STAMP)
 
 display:
