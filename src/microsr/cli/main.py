@@ -269,28 +269,51 @@ def predict(
         typer.Option(help="Also write OUTPUT's consistency map (NAME.consistency.EXT): the prediction "
                      "degraded back and compared with the input; bright = not supported by the input."),
     ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Predict on a local Dask cluster of this many worker processes "
+                                 "(OUTPUT must be .ome.zarr).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Predict on the running Dask cluster at this address, e.g. tcp://HOST:8786 "
+                                 "(OUTPUT must be .ome.zarr, on storage the workers share).")
+    ] = None,
+    block: Annotated[
+        int, typer.Option(min=1, help="With --workers/--scheduler: output pixels per block side (rounded to whole "
+                          "chunks and tiles).")
+    ] = 2048,
 ) -> None:
     """Restore IMAGE with a trained model, tile by tile, into OUTPUT (pixel size = input's / scale).
 
     2D images, time-lapses (multi-frame models slide over T) and Z-stacks (slice by slice) all work,
     and so do frames-as-channels models (SIM, SRRF: one output plane per acquisition of raw frames);
-    memory stays constant however large the image is.
+    memory stays constant however large the image is. With --workers or --scheduler, the blocks of
+    the output are computed on a Dask cluster, each worker writing its own chunks.
     """
     from microsr.evaluate.consistency import consistency_file, consistency_path
     from microsr.io import check_image_output
+    from microsr.predict.distributed import check_cluster_output, cluster
     from microsr.runtime.device import pick_device
     from microsr.share import load_model  # a microsr model, or a bioimage.io package (.zip)
 
+    distributed = workers is not None or scheduler is not None
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers starts a local cluster and --scheduler joins a running one: give one of them.")
+    if distributed:
+        check_cluster_output(output, overwrite, [image, model])
     check_image_output(output, overwrite, [image, model], dtype=np.float32)
     if consistency:
         check_image_output(consistency_path(output), overwrite, [image, model], dtype=np.float32)
     set_threads(threads)
     restorer = load_model(model)
     as_input = {"axes": axes, "pixel_size": pixel_size, "rescale": rescale, "force": force}
-    written = restorer.predict_file(
-        image, output, overwrite=overwrite, resume=resume, device=pick_device(device), tile=tile,
-        batch_size=batch_size, precision=precision, progress=True, **as_input,
-    )
+    options = dict(overwrite=overwrite, resume=resume, device=pick_device(device), tile=tile, batch_size=batch_size,
+                   precision=precision, progress=True, **as_input)
+    if distributed:
+        with cluster(scheduler, workers) as client:
+            out.print(f"Dask dashboard: {client.dashboard_link}")
+            written = restorer.predict_file(image, output, client=client, block=block, **options)
+    else:
+        written = restorer.predict_file(image, output, **options)
     out.print(f"wrote {written}")
     if consistency:
         target = consistency_path(written)

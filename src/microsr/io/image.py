@@ -17,7 +17,7 @@ import os
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +37,21 @@ from microsr.io.files import _PIL_SUFFIXES, _READ_SUFFIXES, _TIFF_SUFFIXES, _is_
 __all__ = [
     "CANONICAL_AXES",
     "Image",
+    "aligned_levels",
     "available_memory",
     "check_finite",
     "check_image_output",
     "check_memory",
     "check_streamable",
+    "fill_levels",
     "RowWriter",
     "in_memory",
+    "open_pyramid",
     "open_row_writer",
     "read_image",
     "select_planes",
     "write_image",
+    "write_region",
 ]
 
 # What each format reader returns: data, the file's axis letters, X / Y / Z sizes in nm.
@@ -1016,11 +1020,7 @@ class _ZarrRows(RowWriter):
     """
 
     def __init__(self, path: Path, image: Image, create: bool, on_stored: OnStored) -> None:
-        if create:
-            self.arrays = _create_zarr(path, image, name=_base_name(path), levels=None)
-        else:
-            group = zarr.open_group(path, mode="r+")
-            self.arrays = [group[dataset["path"]] for dataset in group.attrs["ome"]["multiscales"][0]["datasets"]]
+        self.arrays = open_pyramid(path, image if create else None)
         self.lead_shape, (self.height, width) = image.shape[:-2], image.shape[-2:]
         self.on_stored = on_stored
         self.step = math.lcm(self.arrays[0].chunks[-2], 2 ** (len(self.arrays) - 1))
@@ -1158,13 +1158,88 @@ def _write_png(path: Path, image: Image) -> None:
 
 
 def _write_zarr(path: Path, image: Image, *, name: str, levels: int | None) -> None:
-    level = image.data
-    for k, array in enumerate(_create_zarr(path, image, name=name, levels=levels)):
+    arrays = _create_zarr(path, image, name=name, levels=levels)
+    image.data.rechunk(arrays[0].chunks).store(arrays[0], lock=False)
+    fill_levels(arrays, 1)
+
+
+def open_pyramid(path: PathLike, image: Image | None = None) -> list[zarr.Array]:
+    """The levels of the OME-Zarr pyramid at ``path``, finest first: created empty for ``image``
+    (its shape, axes, pixel size and Z spacing, as :func:`write_image` lays them out; its data is
+    not read), or, without it, those of the existing one.
+
+    For writers that fill the pyramid piece by piece (:func:`write_region`, :func:`fill_levels`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "out.ome.zarr"
+    >>> [a.shape for a in open_pyramid(path, Image(da.zeros((2, 1200, 700), dtype=np.float32), "ZYX", 50.0))]
+    [(2, 1200, 700), (2, 600, 350), (2, 300, 175)]
+    >>> [a.chunks for a in open_pyramid(path)]  # small planes share chunks
+    [(1, 512, 512), (1, 512, 350), (2, 300, 175)]
+    """
+    path = Path(path)
+    if image is not None:
+        return _create_zarr(path, image, name=_base_name(path), levels=None)
+    group = zarr.open_group(path, mode="r+")
+    return [group[dataset["path"]] for dataset in group.attrs["ome"]["multiscales"][0]["datasets"]]
+
+
+def aligned_levels(arrays: Sequence[zarr.Array], region: tuple[slice, ...]) -> int:
+    """How many levels, from the finest, ``region`` of level 0 covers in whole chunks of each level.
+
+    Those levels of the region can be written by :func:`write_region` independently of
+    any other region: no two writers share a chunk. ``region`` has a slice per axis,
+    with the YX starts multiples of ``2 ** levels``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "out.ome.zarr"
+    >>> arrays = open_pyramid(path, Image(da.zeros((2048, 2048), dtype=np.float32), "YX", 50.0))
+    >>> aligned_levels(arrays, (slice(0, 1024), slice(1024, 2048))), len(arrays)
+    (2, 5)
+    """
+    count = 0
+    for k, array in enumerate(arrays):
+        box = _level_region(region, k, array.shape)
+        if not all(s.start % c == 0 and (s.stop % c == 0 or s.stop == n)
+                   for s, c, n in zip(box, array.chunks, array.shape)):
+            break
+        count += 1
+    return count
+
+
+def write_region(arrays: Sequence[zarr.Array], region: tuple[slice, ...], data: np.ndarray, levels: int) -> None:
+    """Write ``data`` at ``region`` of level 0 and its 2x2 halvings into levels ``1 .. levels - 1``.
+
+    Rows and columns of a region start at multiples of ``2 ** (levels - 1)``, so its halvings
+    are those of the whole level (an odd last row or column of the image is dropped, as there).
+    """
+    for k in range(levels):
         if k:
-            level = _halve_yx(level)
-        level.rechunk(array.chunks).store(array, lock=False)
-        # Later levels are computed from the stored one, not by re-running the input graph.
-        level = da.from_zarr(array)
+            data = _mean_2x2(data)
+        arrays[k][_level_region(region, k, arrays[k].shape)] = data
+
+
+def fill_levels(arrays: Sequence[zarr.Array], first: int, *, scheduler: Any = None) -> None:
+    """Compute levels ``first`` on of the pyramid, each by halving the stored level before it.
+
+    ``scheduler`` is dask's (e.g. a ``distributed.Client``, whose workers then read and write
+    the chunks themselves); the default computes here.
+    """
+    for k in range(max(first, 1), len(arrays)):
+        # Each level comes from the stored one before, not by re-running the graph that made it.
+        _halve_yx(da.from_zarr(arrays[k - 1])).rechunk(arrays[k].chunks).store(
+            arrays[k], lock=False, scheduler=scheduler)
+
+
+def _level_region(region: tuple[slice, ...], level: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``region`` of level 0 at ``level``: YX halved ``level`` times (clipped to the level's ``shape``)."""
+    *lead, ys, xs = region
+    halved = (slice(s.start >> level, min(s.stop >> level, n)) for s, n in zip((ys, xs), shape[-2:]))
+    return (*lead, *halved)
 
 
 def _create_zarr(path: Path, image: Image, *, name: str, levels: int | None) -> list[zarr.Array]:

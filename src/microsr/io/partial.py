@@ -9,6 +9,9 @@ stored). When every row is written, :meth:`PartialOutput.finish` moves the
 output into place atomically. Nothing is read back or converted: writing costs
 no more than the bytes written (and a Zarr's compression).
 
+A prediction computed in blocks by many processes (:class:`PartialBlocks`) records
+finished blocks instead, one empty file each, written by the process that stored them.
+
 Examples
 --------
 >>> import tempfile
@@ -43,12 +46,13 @@ import numpy as np
 from microsr.errors import InputError
 from microsr.io.files import PathLike
 from microsr.io.files import atomic_output
-from microsr.io.image import Image, open_row_writer
+from microsr.io.image import Image, open_pyramid, open_row_writer
 
-__all__ = ["PartialOutput"]
+__all__ = ["PartialBlocks", "PartialOutput"]
 
 
 _PROGRESS_FILE = "progress.json"
+_BLOCKS = "blocks"
 
 
 class PartialOutput:
@@ -98,26 +102,11 @@ class PartialOutput:
                 earlier.writer.flush()  # its progress then records what it stored
             except Exception:  # noqa: BLE001 - that run's failure: what it did not store is not recorded
                 pass
-        saved = _saved_progress(folder, name)
-        if saved is not None and saved["job"] == job:
-            if not resume:
-                warnings.warn(f"{folder}: continuing the interrupted run of the same input, model and settings "
-                              f"from row {saved['done'][1]} of plane {saved['done'][0]}; delete it to start over.",
-                              stacklevel=2)
+        saved = _reuse(folder, job, name, resume)
+        if saved is not None:
             partial = cls(folder, job, layout, name, create=False)
             partial.done = tuple(saved["done"])
             return partial, partial.done
-        if resume and saved is not None:
-            changed = sorted(key for key in job if saved["job"].get(key) != job[key])
-            raise InputError(
-                f"{folder}: this partial output was started with a different {', '.join(changed)}; "
-                "resume with the same input, model and settings, or run without resume to start over."
-            )
-        if folder.exists():
-            warnings.warn(f"{folder}: discarding an unfinished output of a different input, model or settings "
-                          "(or a damaged one); starting over.", stacklevel=2)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
         partial = cls(folder, job, layout, name, create=True)
         partial._save_progress(0, 0)
         return partial, (0, 0)
@@ -144,10 +133,94 @@ class PartialOutput:
 
     def _save_progress(self, plane: int, row: int) -> None:
         """Record that planes before ``plane`` and rows before ``row`` of that plane are in the file."""
-        temporary = self.folder / (_PROGRESS_FILE + ".tmp")
-        temporary.write_text(json.dumps({"job": self.job, "done": [plane, row]}))
-        os.replace(temporary, self.folder / _PROGRESS_FILE)  # atomic: a crash never leaves a torn record
+        _write_progress(self.folder, {"job": self.job, "done": [plane, row]})
         self.done = (plane, row)
+
+
+class PartialBlocks:
+    """The output of a prediction computed in blocks by many processes (a Dask cluster) while it is
+    written: ``OUTPUT.partial/`` holding the OME-Zarr pyramid under its final name, ``progress.json``
+    (the job) and ``blocks/``, an empty file per finished block.
+
+    Each block's writer records it with :meth:`record` once its chunks are stored, from whichever
+    process wrote it; blocks are written into chunks of their own, so no two writers meet.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import dask.array as da
+    >>> folder = Path(tempfile.mkdtemp()) / "out.ome.zarr.partial"
+    >>> layout = Image(da.zeros((2, 3, 4), dtype=np.float32), "ZYX", pixel_size=50.0)
+    >>> partial = PartialBlocks.open(folder, {"model": "abc"}, layout, "out.ome.zarr", resume=False)
+    >>> PartialBlocks.record(folder, 1)
+    >>> PartialBlocks.open(folder, {"model": "abc"}, layout, "out.ome.zarr", resume=True).finished()
+    {1}
+    """
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder, self.path = folder, folder / name
+
+    @classmethod
+    def open(cls, folder: Path, job: dict, layout: Image, name: str, resume: bool) -> PartialBlocks:
+        """The partial output in ``folder``: an earlier one of the same ``job`` continued, else a new one
+        (its pyramid created for the float32 ``layout``, whose data is not read). Arguments and warnings
+        as in :meth:`PartialOutput.open`."""
+        partial = cls(folder, name)
+        if _reuse(folder, job, name, resume) is None:
+            open_pyramid(partial.path, layout)
+            (folder / _BLOCKS).mkdir()
+            _write_progress(folder, {"job": job, "done": "blocks"})
+        return partial
+
+    def finished(self) -> set[int]:
+        """Numbers of the blocks recorded as written."""
+        return {int(p.name) for p in (self.folder / _BLOCKS).iterdir() if p.name.isdigit()}
+
+    @staticmethod
+    def record(folder: Path, block: int) -> None:
+        """Record block number ``block`` as written (after its chunks are stored)."""
+        (Path(folder) / _BLOCKS / str(block)).touch()
+
+    def finish(self, output: PathLike, *, overwrite: bool = False, inputs: Iterable[PathLike] = ()) -> Path:
+        """Move the finished output to ``output`` atomically (as :func:`microsr.io.atomic_output`); delete the folder."""
+        output = Path(output)
+        with atomic_output(output, overwrite=overwrite, inputs=inputs) as temporary:
+            os.replace(self.path, temporary)
+        shutil.rmtree(self.folder)
+        return output
+
+
+def _reuse(folder: Path, job: dict, name: str, resume: bool) -> dict | None:
+    """The progress record in ``folder`` if it is of the same ``job`` (to continue); else None, with
+    ``folder`` made new and empty (a different job's, or a damaged, partial output discarded)."""
+    saved = _saved_progress(folder, name)
+    if saved is not None and saved["job"] == job:
+        if not resume:
+            warnings.warn(f"{folder}: continuing the interrupted run of the same input, model and settings "
+                          f"({_describe(saved['done'])} done); delete it to start over.", stacklevel=3)
+        return saved
+    if resume and saved is not None:
+        changed = sorted(key for key in job if saved["job"].get(key) != job[key])
+        raise InputError(
+            f"{folder}: this partial output was started with a different {', '.join(changed)}; "
+            "resume with the same input, model and settings, or run without resume to start over."
+        )
+    if folder.exists():
+        warnings.warn(f"{folder}: discarding an unfinished output of a different input, model or settings "
+                      "(or a damaged one); starting over.", stacklevel=3)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return None
+
+
+def _describe(done: list | str) -> str:
+    return "some blocks" if done == "blocks" else f"planes before {done[0]} and rows before {done[1]} of it"
+
+
+def _write_progress(folder: Path, record: dict) -> None:
+    temporary = folder / (_PROGRESS_FILE + ".tmp")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, folder / _PROGRESS_FILE)  # atomic: a crash never leaves a torn record
 
 
 def _saved_progress(folder: Path, name: str) -> dict | None:
@@ -156,6 +229,7 @@ def _saved_progress(folder: Path, name: str) -> dict | None:
         saved = json.loads((folder / _PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    valid = (isinstance(saved, dict) and isinstance(saved.get("job"), dict)
-             and isinstance(saved.get("done"), list) and len(saved["done"]) == 2)
+    done = saved.get("done") if isinstance(saved, dict) else None
+    valid = (isinstance(saved.get("job") if isinstance(saved, dict) else None, dict)
+             and (done == "blocks" or (isinstance(done, list) and len(done) == 2)))
     return saved if valid and (folder / name).exists() else None

@@ -471,6 +471,78 @@ class Predictor:
         if current is not None:
             yield previous, plane
 
+    def tile_grid(self, image: Image) -> tuple[int, int]:
+        """Output rows and columns per tile core, ``(tile_y, tile_x)``: the grid :meth:`predict_block` cuts on.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> Predictor(model, scale=2, tile=16, overlap=4, blend=0, progress=False).tile_grid(np.zeros((10, 40)))
+        (20, 32)
+        """
+        height, width = _as_image(image, None).shape[-2:]
+        return min(self.tile, height) * self.scale, min(self.tile, width) * self.scale
+
+    def predict_block(
+        self, image: Image | np.ndarray, lead: tuple[int, ...], rows: slice, cols: slice, *, axes: str | None = None
+    ) -> np.ndarray:
+        """Predict part of one output plane: what :meth:`predict` gives at ``[*lead, rows, cols]``, the same tiles
+        computed the same way, so blocks predicted apart (by several processes) join into the whole-image result.
+
+        Parameters
+        ----------
+        image, axes
+            As in :meth:`predict`; with an unfitted normalizer, it is fitted to the whole image on each
+            call: fit it once first (``Predictor(..., normalizer=PercentileNormalizer().fit(image))``).
+        lead
+            Index of the output plane in the output's leading axes.
+        rows, cols
+            Output rows and columns, starting on the tile grid (multiples of :meth:`tile_grid`); a stop
+            beyond the image ends at its edge.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(rows, cols)`` in the input's units.
+
+        Raises
+        ------
+        InputError
+            If tiles are cross-faded (``blend > 0``: a tile's output then depends on its
+            neighbours'), or ``rows``/``cols`` are off the tile grid.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> predictor = Predictor(model, scale=2, tile=8, overlap=2, blend=0, progress=False)
+        >>> image = np.random.default_rng(0).random((20, 30)).astype(np.float32)
+        >>> whole = predictor.predict(image)
+        >>> bool(np.array_equal(predictor.predict_block(image, (), slice(16, 40), slice(0, 32)), whole[16:40, :32]))
+        True
+        """
+        if self.blend:
+            raise InputError(f"blend={self.blend}: blocks are predicted apart only from tiles that are not "
+                             "cross-faded; use the default overlap (the receptive field) and blend=0.")
+        source = self._source(_as_image(image, axes))
+        height, width = source.image.shape[-2:]
+        ys, xs = (_Axis(n, min(self.tile, n), self.overlap, 0, self.scale) for n in (height, width))
+        step_y, step_x = ys.core * self.scale, xs.core * self.scale
+        rows, cols = slice(rows.start, min(rows.stop, height * self.scale)), slice(cols.start, min(cols.stop, width * self.scale))
+        if rows.start % step_y or cols.start % step_x or rows.start >= rows.stop or cols.start >= cols.stop:
+            raise InputError(f"rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop}: a block starts on the "
+                             f"tile grid ({step_y} x {step_x} output pixels) and holds pixels of the image.")
+        out = np.empty((rows.stop - rows.start, cols.stop - cols.start), np.float32)
+        bands = range(rows.start // step_y, -(-rows.stop // step_y))
+        columns = range(cols.start // step_x, -(-cols.stop // step_x))
+        for row, col, block in self._plane_blocks(source, lead, ys, xs, 0, lambda n: None, bands, columns):
+            block = block[: rows.stop - row, : cols.stop - col]  # the last tile may reach past the block
+            source.normalizer.denormalize(
+                block, out=out[row - rows.start : row - rows.start + block.shape[0],
+                               col - cols.start : col - cols.start + block.shape[1]])
+        return out
+
     def predict_to_file(
         self,
         image: Image,
@@ -530,16 +602,10 @@ class Predictor:
         partial = output.with_name(output.name + ".partial")
         check_output(partial, overwrite=True, inputs=protected)
         source = self._source(image)
-        job = self._job(source)
-        height, width = (n * self.scale for n in image.shape[-2:])
-        layout = Image(
-            da.zeros((*source.lead_shape, height, width), dtype=np.float32),  # the output's shape; never computed
-            source.axes,
-            pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
-            z_spacing=image.z_spacing,
-        )
+        width = image.shape[-1] * self.scale
         with output_lock(output):
-            partial_output, done = PartialOutput.open(partial, job, layout, output.name, resume)
+            partial_output, done = PartialOutput.open(partial, self._job(source), self._layout(source), output.name,
+                                                      resume)
             for plane, _, row, col, block in self._blocks(source, done, on_tile):
                 partial_output.write(plane, row, col, source.normalizer.denormalize(block, out=block))
                 if col + block.shape[1] == width:  # the block finishes its rows
@@ -647,27 +713,30 @@ class Predictor:
 
     def _plane_blocks(
         self, source: _Source, lead: tuple[int, ...], ys: _Axis, xs: _Axis, first_row: int,
-        advance: Callable[[int], None],
+        advance: Callable[[int], None], bands: range | None = None, columns: range | None = None,
     ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Predict one plane band by band, yielding ``(row, column, block)`` of finished output from ``first_row`` on.
 
         Without blending, each tile's core is final as the model returns it and is handed on
         at once, so memory does not grow with the width of the image; blended tiles are
-        summed into a :class:`_BlendedBand` first.
+        summed into a :class:`_BlendedBand` first. Without blending, ``bands`` and ``columns``
+        (tile indices along Y and X; default all) limit it to those tiles.
         """
         s = self.scale
         out_height, out_width = ys.size * s, xs.size * s
         context = (self.overlap - self.blend - self.crop) * s  # output rows and columns of context left
-        cols = xs.read_indices(0, len(xs.starts) - 1)
+        bands, columns = bands or range(len(ys.starts)), columns or range(len(xs.starts))
+        cols = xs.read_indices(columns[0], columns[-1])
         blended_band = _BlendedBand(ys, xs) if self.blend else None
-        for i in range(len(ys.starts)):
+        for i in bands:
             top = ys.blend_start(i)
             if top + ys.span <= first_row:  # resuming: this band only touches finished rows
-                advance(len(xs.starts))
+                advance(len(columns))
                 continue
             band = source.read(lead, ys.read_indices(i, i), cols)
-            tiles = [band[:, :, x0 : x0 + xs.core + 2 * self.overlap] for x0 in xs.starts]
-            for j, out in enumerate(self._run(tiles, advance)):
+            tiles = [band[:, :, x0 - xs.starts[columns[0]] : x0 - xs.starts[columns[0]] + xs.core + 2 * self.overlap]
+                     for x0 in xs.starts[columns.start : columns.stop]]
+            for j, out in enumerate(self._run(tiles, advance), start=columns.start):
                 left = xs.blend_start(j)  # the first and last tiles blend beyond the image
                 inside = slice(max(-left, 0), min(out_width - left, xs.span))
                 tile = out[context : context + ys.span, context : context + xs.span][:, inside]
@@ -708,6 +777,17 @@ class Predictor:
             outputs = result[:, 0].to("cpu", torch.float32)
             advance(len(batch))
             yield from outputs
+
+    def _layout(self, source: _Source) -> Image:
+        """The output's shape, axes, pixel size (the input's over the scale) and Z spacing; its data is never computed."""
+        image = source.image
+        height, width = (n * self.scale for n in image.shape[-2:])
+        return Image(
+            da.zeros((*source.lead_shape, height, width), dtype=np.float32),
+            source.axes,
+            pixel_size=image.pixel_size / self.scale if image.pixel_size else None,
+            z_spacing=image.z_spacing,
+        )
 
     def _job(self, source: _Source) -> dict:
         """What identifies a streaming run, so a partial output is only resumed by the same job."""

@@ -10,6 +10,7 @@ engine: ``load_model("my_model").predict(array)`` or ``.predict_file(...)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,7 @@ from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, PathLike, read_image, select_planes
 from microsr.models import create_model
+from microsr.predict.distributed import DEFAULT_BLOCK, Client, predict_on_cluster
 from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
 __all__ = ["Restorer", "load_model"]
@@ -76,13 +78,19 @@ class Restorer:
         recorded at training, with which tiles agree exactly (nothing is cross-faded);
         0 with a ``tile`` at least the image's side runs each plane whole, as in training.
         """
+        return Predictor(self.module.to(device), **self._settings(device=device, tile=tile, batch_size=batch_size,
+                                                                   precision=precision, progress=progress,
+                                                                   overlap=overlap))
+
+    def _settings(self, *, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, batch_size: int | None = None,
+                  precision: str = "auto", progress: bool = False, overlap: int | None = None) -> dict[str, Any]:
+        """:meth:`predictor`'s keyword arguments of :class:`~microsr.predict.engine.Predictor`, but the model."""
         d = self.description
         radius = d.receptive_field if overlap is None else overlap
         # Recorded at training, the receptive field need not be measured again: tiles that see all of
         # it agree exactly, with nothing to cross-fade.
         exact = {} if radius is None else {"overlap": radius, "blend": 0}
-        return Predictor(
-            self.module.to(device),
+        return dict(
             scale=d.scale,
             frames=d.frames,
             frame_axis=d.frame_axis,
@@ -121,6 +129,9 @@ class Restorer:
         resume: bool = False,
         rescale: bool = False,
         force: bool = False,
+        client: Client | None = None,
+        block: int = DEFAULT_BLOCK,
+        on_block: Callable[[int, int], None] | None = None,
         **options: Any,
     ) -> Path:
         """Restore an image file of any size into `output` (OME-Zarr or TIFF), streaming tile by tile.
@@ -129,10 +140,29 @@ class Restorer:
         :func:`microsr.sim.wiener.read_raw`). It goes through :meth:`model_input` (pixel size
         checked, planes selected); the output pixel size is the input's divided by the scale.
         `options` go to :meth:`predictor`.
+
+        With a ``distributed.Client`` as `client`, the output (OME-Zarr) is computed on its
+        cluster in blocks of about `block` output pixels a side, each written by a worker
+        straight into its own chunks (:mod:`microsr.predict.distributed`); the result is
+        the same as in one process. `on_block(blocks_done, blocks_total)` is then called
+        as blocks finish (an exception from it stops the run, which `resume` continues).
+
+        Examples
+        --------
+        >>> from microsr.predict.distributed import cluster
+        >>> with cluster(workers=2) as client:  # doctest: +SKIP
+        ...     load_model("my_model").predict_file("big.ome.zarr", "big_x4.ome.zarr", client=client)
+        PosixPath('big_x4.ome.zarr')
         """
         image = self.model_input(source, axes=axes, pixel_size=pixel_size, rescale=rescale, force=force)
-        return self.predictor(**options).predict_to_file(  # an Image's own file is always protected
-            image, output, overwrite=overwrite, resume=resume, inputs=[] if isinstance(source, Image) else [source])
+        inputs = [] if isinstance(source, Image) else [source]  # an Image's own file is always protected
+        if client is not None:
+            settings = self._settings(**{**options, "progress": False})
+            return predict_on_cluster(self.module, dict(self.description.arch or {}), settings, image, output,
+                                      client=client, block=block, overwrite=overwrite, resume=resume, inputs=inputs,
+                                      progress=options.get("progress", False), on_block=on_block)
+        return self.predictor(**options).predict_to_file(image, output, overwrite=overwrite, resume=resume,
+                                                         inputs=inputs)
 
     def model_input(
         self, source: PathLike | Image, *, axes: str | None = None, pixel_size: float | None = None,
