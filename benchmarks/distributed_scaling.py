@@ -1,0 +1,142 @@
+"""Prediction on a Dask cluster against one process on the same cores, and the overhead per block.
+
+On one machine, the same SIZE^2 LR OME-Zarr is restored x4 by the default architecture
+(``resunet``, untrained weights: speed does not depend on them) into an OME-Zarr pyramid:
+
+* ``single``: one process with all the cores' threads (``Restorer.predict_file``);
+* ``dask``: a ``LocalCluster`` of as many worker processes as cores, one thread each
+  (``predict_file(client=...)``), the default tile and block; efficiency = its speed-up
+  over ``single`` divided by the ideal, which is 1 on the same cores;
+* ``blocks_B``: the cluster with 128-pixel tiles (512 output pixels, so that blocks of
+  512 to 4096 output pixels all hold whole tiles) for block sides B. The overhead per
+  block (scheduling, reading its context, writing and recording it) is the cluster's
+  core-seconds less the compute's, spread over the blocks; the compute is one in-memory
+  ``Predictor.predict`` of the same image and tiles on one thread (``compute_128``).
+
+Cases run in turn ``--repeats`` times, so that contention on a shared machine hits them
+alike; each one's fastest run counts. Cluster start-up is timed apart (``startup``).
+
+Usage::
+
+    python benchmarks/distributed_scaling.py              # writes results_distributed.json
+    python benchmarks/distributed_scaling.py --tables     # only print the README tables
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from distributed import Client, LocalCluster
+
+from figures import markdown_table, parser, publish
+from microsr.checkpoint import save_checkpoint
+from microsr.data.normalize import PercentileNormalizer
+from microsr.io import Image, read_image, write_image
+from microsr.models import create_model, receptive_field
+from microsr.predict.distributed import DEFAULT_BLOCK
+from microsr.predict.restorer import load_model
+
+RESULTS = Path(__file__).with_name("results_distributed.json")
+BLOCKS = (512, 1024, 2048, 4096)
+SMALL_TILE = 128
+
+
+def _model_folder(folder: Path, scale: int) -> Path:
+    torch.manual_seed(0)
+    model = create_model("resunet", scale=scale)
+    (folder / "model").mkdir()
+    save_checkpoint(folder / "model" / "best.safetensors", model, {
+        "arch": model.arch, "scale": scale, "frames": 1, "frame_axis": "T", "receptive_field": receptive_field(model),
+        "normalization": PercentileNormalizer().to_dict(), "input_pixel_size": 40.0, "output_pixel_size": 40.0 / scale})
+    return folder / "model"
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def compute(size: int, repeats: int, precision: str) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    scale = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        restorer = load_model(_model_folder(folder, scale))
+        data = np.random.default_rng(0).integers(100, 4000, (size, size), dtype=np.uint16)
+        write_image(folder / "in.ome.zarr", Image(data, "YX", pixel_size=40.0))
+        image = read_image(folder / "in.ome.zarr")
+        output = folder / "out.ome.zarr"
+        start = time.perf_counter()
+        cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+        client.run(lambda: __import__("microsr.predict.distributed"))  # what a first block would import
+        startup = time.perf_counter() - start
+        seconds: dict[str, list[float]] = {}
+
+        def case(name: str, run) -> None:
+            seconds.setdefault(name, []).append(round(_timed(run), 3))
+
+        try:
+            for _ in range(repeats):
+                torch.set_num_threads(cores)
+                case("single", lambda: restorer.predict_file(image, output, overwrite=True, precision=precision))
+                case("dask", lambda: restorer.predict_file(image, output, overwrite=True, precision=precision,
+                                                           client=client, block=DEFAULT_BLOCK))
+                for block in BLOCKS:
+                    case(f"blocks_{block}", lambda: restorer.predict_file(
+                        image, output, overwrite=True, precision=precision, client=client, block=block,
+                        tile=SMALL_TILE))
+                torch.set_num_threads(1)
+                predictor = restorer.predictor(tile=SMALL_TILE, precision=precision)
+                case(f"compute_{SMALL_TILE}", lambda: predictor.predict(image))
+        finally:
+            client.close()
+            cluster.close()
+    return {"size": size, "scale": scale, "cores": cores, "precision": precision, "default_block": DEFAULT_BLOCK,
+            "small_tile": SMALL_TILE, "startup_seconds": round(startup, 2), "seconds": seconds}
+
+
+def readme_tables(results: dict[str, Any]) -> dict[str, str]:
+    best = {name: min(times) for name, times in results["seconds"].items()}
+    side = results["size"] * results["scale"]
+    megapixels = side * side / 1e6
+    cores = results["cores"]
+    scaling = markdown_table(
+        ["run", "processes x threads", "seconds", "output MP/s", "efficiency"],
+        [["one process", f"1 x {cores}", f"{best['single']:.2f}", f"{megapixels / best['single']:.2f}", "1"],
+         [f"Dask, blocks of {results['default_block']}", f"{cores} x 1", f"{best['dask']:.2f}",
+          f"{megapixels / best['dask']:.2f}", f"{best['single'] / best['dask']:.2f}"]],
+        "llrrr",
+    )
+    compute_core_seconds = best[f"compute_{results['small_tile']}"]
+    rows = []
+    for block in BLOCKS:
+        wall = best[f"blocks_{block}"]
+        count = math.ceil(side / block) ** 2
+        overhead = (wall * cores - compute_core_seconds) / count
+        rows.append([block, count, f"{wall:.2f}", f"{megapixels / wall:.2f}", f"{overhead * 1000:.0f}"])
+    overhead = markdown_table(["block side (output px)", "blocks", "seconds", "output MP/s", "overhead per block (ms)"],
+                              rows, "rrrrr")
+    return {"scaling": scaling, "overhead": overhead}
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--size", type=int, default=2048, help="LR side of the input")
+    cli.add_argument("--repeats", type=int, default=2)
+    cli.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
+    args = cli.parse_args()
+    publish(RESULTS, None if args.tables else lambda: compute(args.size, args.repeats, args.precision),
+            readme_tables, __file__)
+
+
+if __name__ == "__main__":
+    main()
