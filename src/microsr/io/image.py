@@ -1015,8 +1015,11 @@ class _ZarrRows(RowWriter):
     flush starts at a multiple of ``step``, which every level's chunk height and halving
     divide, so each level gets whole rows of its own. A flushed band is halved, compressed
     and written by one background thread while the next is computed (zarr and numpy leave
-    the GIL to it); the next flush waits for it, so at most one band is in flight, in the
-    second of two buffers that take turns.
+    the GIL to it), slab by slab of whole chunk columns of every level, left to right. The
+    next band is written into the same buffer: a block waits until the slabs under it are
+    stored, which they almost always are (storing a slab takes a fraction of computing
+    the tiles over it). One buffer instead of two that take turns, and halving one slab at
+    a time, saved about 0.2 GB on a 16384-pixel-wide output.
     """
 
     def __init__(self, path: Path, image: Image, create: bool, on_stored: OnStored) -> None:
@@ -1024,16 +1027,22 @@ class _ZarrRows(RowWriter):
         self.lead_shape, (self.height, width) = image.shape[:-2], image.shape[-2:]
         self.on_stored = on_stored
         self.step = math.lcm(self.arrays[0].chunks[-2], 2 ** (len(self.arrays) - 1))
-        self.buffer, self.spare = np.empty((0, width), np.float32), np.empty((0, width), np.float32)
+        # Whole chunk columns at every level: level k's slab is this over 2 ** k.
+        self.slab = self.arrays[0].chunks[-1] * 2 ** (len(self.arrays) - 1)
+        self.buffer = np.empty((0, width), np.float32)
         self.plane, self.first, self.filled = -1, 0, 0  # buffer row 0 is row `first`; rows up to `filled` written
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="microsr-zarr-rows")
         self.pending: concurrent.futures.Future | None = None
+        self.stored_slabs = 0  # slabs of the band in flight already stored, under `progress`
+        self.progress = threading.Condition()
 
     def write(self, plane: int, row: int, col: int, block: np.ndarray) -> None:
+        self._wait_for_columns(col + block.shape[1])
         if plane != self.plane:  # a plane's first block is its first row to write (0, or where a run resumes)
             self.plane, self.first, self.filled = plane, row, row
         end = row + len(block) - self.first
         if end > len(self.buffer):  # grows to a band plus a chunk row once, then is reused
+            self.flush()  # the band in flight is still read from the buffer
             grown = np.empty((end, self.buffer.shape[1]), np.float32)
             grown[: self.filled - self.first] = self.buffer[: self.filled - self.first]
             self.buffer = grown
@@ -1044,29 +1053,47 @@ class _ZarrRows(RowWriter):
         stop = end if end == self.height else end // self.step * self.step
         if plane != self.plane or stop <= self.first:
             return
-        self.flush()  # the band before is stored: its buffer is free for the rows after this one
-        if len(self.spare) < len(self.buffer):
-            self.spare = np.empty_like(self.buffer)
+        self.flush()  # the band before is stored
         left = self.filled - stop
-        self.spare[:left] = self.buffer[stop - self.first : self.filled - self.first]
+        # Rows past the last whole chunk row stay for the next band: kept aside while this one is stored.
+        carry = self.buffer[stop - self.first : self.filled - self.first].copy() if left else None
         lead = np.unravel_index(plane, self.lead_shape) if self.lead_shape else ()
+        self.stored_slabs = 0
         self.pending = self.thread.submit(self._store, lead, self.first, self.buffer[: stop - self.first],
                                           _next_row(plane, stop, self.height))
-        self.buffer, self.spare = self.spare, self.buffer
         self.first = stop
+        if carry is not None:
+            self.flush()  # rarely: bands that end between chunk rows (cross-faded tiles, an odd tile height)
+            self.buffer[:left] = carry
 
     def flush(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.result()
 
-    def _store(self, lead: tuple[int, ...], first: int, piece: np.ndarray, stored: tuple[int, int]) -> None:
-        """Write rows ``first`` on of the plane at ``lead`` and their halvings; report ``stored``."""
-        for k, array in enumerate(self.arrays):
-            if k:
-                piece = _mean_2x2(piece)
-            top = first >> k
-            array[(*lead, slice(top, top + len(piece)), slice(None))] = piece
+    def _wait_for_columns(self, end: int) -> None:
+        """Wait until the band in flight is stored in the slabs of columns before ``end`` (they are overwritten)."""
+        pending = self.pending
+        if pending is None:
+            return
+        needed = -(-end // self.slab)
+        with self.progress:
+            self.progress.wait_for(lambda: self.stored_slabs >= needed or pending.done())
+        if pending.done():
+            self.flush()  # raises what the store raised
+
+    def _store(self, lead: tuple[int, ...], first: int, band: np.ndarray, stored: tuple[int, int]) -> None:
+        """Write rows ``first`` on of the plane at ``lead`` and their halvings, slab by slab; report ``stored``."""
+        for left in range(0, band.shape[1], self.slab):
+            piece = band[:, left : left + self.slab]
+            for k, array in enumerate(self.arrays):
+                if k:
+                    piece = _mean_2x2(piece)
+                top, x0 = first >> k, left >> k
+                array[(*lead, slice(top, top + len(piece)), slice(x0, x0 + piece.shape[1]))] = piece
+            with self.progress:
+                self.stored_slabs += 1
+                self.progress.notify_all()
         self.on_stored(*stored)
 
 
