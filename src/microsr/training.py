@@ -122,6 +122,32 @@ def train(
         The last epoch's record: ``epoch``, ``step``, ``loss``, ``val_loss``,
         ``val_psnr``, ``val_ssim``, ``bicubic_psnr``, ``seconds``; with simulated SMLM
         data also ``threshold``, ``val_jaccard_100``, ``val_jaccard_250`` and ``val_rmse`` (nm).
+        On several processes also ``rank_losses`` (each rank's mean loss; ``loss`` is their
+        mean), and on ranks other than 0, which do not validate, only ``epoch``, ``step``,
+        ``loss``, ``rank_losses`` and ``seconds``.
+
+    Notes
+    -----
+    **Several processes or GPUs.** Started by ``torchrun --nproc-per-node N -m microsr train``
+    (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+    ``MASTER_PORT``), the N processes train one model with DistributedDataParallel: gloo on
+    CPU, nccl on CUDA with one GPU per process (``cuda:LOCAL_RANK``).
+
+    - ``data.batch_size`` is per process: a step averages the gradients of
+      N x ``batch_size`` tiles. The learning rate is not scaled with N; raise ``train.lr``
+      yourself if the larger batch allows it.
+    - ``data.samples_per_epoch`` stays the tiles of one epoch, shared among the processes
+      (rank r draws samples r, r + N, ...: different tiles and noise, together those of a
+      one-process epoch), so an epoch takes about 1/N of the steps.
+    - ``train.steps`` counts optimiser steps, each of N x ``batch_size`` tiles;
+      ``train.epochs`` counts epochs; ``train.minutes`` is wall time on rank 0's clock,
+      which decides for every rank when to stop (and where the learning-rate schedule is).
+    - Rank 0 alone locks ``output``, validates, writes every file and shows progress.
+      ``resume`` loads on every rank what rank 0 wrote; it may continue on another number
+      of processes (the state is the same weights and optimiser), within an epoch at
+      about the place it stopped. If a process dies, ``torchrun`` stops the others and the
+      last checkpoint resumes.
+    - ``config.json`` records ``world_size``, the processes of the latest run.
 
     Examples
     --------
