@@ -74,8 +74,7 @@ def test_each_rank_loads_its_own_share_of_the_epoch():
 @pytest.mark.slow
 def test_two_processes_train_survive_a_killed_rank_resume_and_write_a_model(tmp_path):
     # 160 samples per epoch: 80 per rank, 40 steps of 2 tiles each; a resumable checkpoint every 0.3 s.
-    steps = 60
-    config = run_config(tmp_path, samples_per_epoch=160, steps=steps, checkpoint_minutes=0.005)
+    config = run_config(tmp_path, samples_per_epoch=160, steps=1000, checkpoint_minutes=0.005)
     output, state = tmp_path / "model", tmp_path / "model" / "train_state.pt"
     started = time.monotonic()
     process = torchrun("train", config, "-o", output)
@@ -91,21 +90,23 @@ def test_two_processes_train_survive_a_killed_rank_resume_and_write_a_model(tmp_
     assert saved["run"]["epoch"] == 0 and 0 < saved["run"]["step"] < 40, saved["run"]
     assert load_model(output).predict(np.ones((32, 32), np.float32)).shape == (64, 64)
 
-    process = torchrun("train", config, "-o", output, "--resume")
+    # Resumed on 2 processes with a time budget: rank 0's clock stops both at the same step, so none hangs.
+    process = torchrun("train", config, "-o", output, "--resume", "--minutes", 0.15)
     out, err = process.communicate(timeout=300)
     seconds = time.monotonic() - started
     assert process.returncode == 0, err
-    assert out.count("epoch 2:") == out.count(f"after 2 epochs, {steps} steps") == 1, out  # rank 0 alone reports
     history = json.loads((output / "history.json").read_text())
-    assert [(r["epoch"], r["step"]) for r in history] == [(1, 40), (2, steps)]
+    steps = history[-1]["step"]
+    assert out.count(f"epoch {len(history)}:") == out.count(f"after {len(history)} epochs, {steps} steps") == 1, out
+    assert [(r["epoch"], r["step"]) for r in history[:-1]] == [(e, 40 * e) for e in range(1, len(history))]
+    assert history[-1]["seconds"] >= 9 and steps > 40, history
     # Both ranks hold the same weights at every step, so on the same tiles their losses would be equal, bit for bit.
     for record in history:
         assert record["rank_losses"][0] != record["rank_losses"][1], record
-    # The loss falls: measured MSE xx -> xx, val PSNR xx dB over bicubic's xx dB, in xx s.
-    summary = [(r["loss"], r["val_loss"], r["val_psnr"], r["bicubic_psnr"]) for r in history], killed, seconds
+    # The loss falls on the held-out tiles: the untrained model (a residual over bicubic) scores as bicubic
+    # (31.11-31.13 dB against 31.11 after 2 steps); measured 32.52 and 32.61 dB after 81 and 80 steps.
+    summary = [(r["step"], r["val_loss"], r["val_psnr"], r["bicubic_psnr"]) for r in history], killed, seconds
     assert history[-1]["val_psnr"] >= history[-1]["bicubic_psnr"] + 0.5, summary
-    assert history[-1]["loss"] < 0.8 * history[0]["loss"], summary
-    print(summary)
     assert json.loads((output / "config.json").read_text())["world_size"] == 2
     restored = load_model(output).predict(filaments((64, 64), seed=5))
     assert restored.shape == (128, 128) and np.isfinite(restored).all()
@@ -113,7 +114,7 @@ def test_two_processes_train_survive_a_killed_rank_resume_and_write_a_model(tmp_
     # What rank 0 wrote also continues on one process.
     record = microsr.train(json.loads(config.read_text()) | {"train": {"steps": steps + 4, "precision": "fp32"}},
                            output, resume=True, progress=False)
-    assert (record["epoch"], record["step"]) == (3, steps + 4) and "rank_losses" not in record
+    assert (record["epoch"], record["step"]) == (len(history) + 1, steps + 4) and "rank_losses" not in record
     assert json.loads((output / "config.json").read_text())["world_size"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hr.tif", "model", "run.yaml"]  # no lock left
 
