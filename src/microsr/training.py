@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from microsr.checkpoint import checkpoint_path, load_checkpoint, load_state_into, save_checkpoint
@@ -224,10 +223,7 @@ def _train(
     run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
     if resume:  # every rank loads the state rank 0 wrote
         run = _load_state(state_file, net, optimizer, output)
-    # With several ranks, backward averages the gradients over them (and the wrapping makes every rank
-    # start from rank 0's weights); `net` stays the bare model, for validation and checkpoints.
-    stepped = net if where.world_size == 1 else DistributedDataParallel(
-        net, device_ids=[device] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+    stepped = where.wrap(net, device)  # with several ranks, its backward averages the gradients over them
 
     total_steps = cfg.train.steps or (cfg.train.epochs or 0) * max(1, len(loader))
     budget = 60 * cfg.train.minutes if cfg.train.minutes else None

@@ -4,6 +4,7 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. :func:`ranks` reads them (one
 process without them), :func:`process_group` joins the group (gloo on CPU, nccl on
 CUDA, each rank on ``cuda:LOCAL_RANK``) only when there is more than one process, and
+:meth:`Ranks.wrap` makes a model average its gradients over the ranks, and
 :meth:`Ranks.agree` and :meth:`Ranks.gather` exchange the few numbers the ranks must share:
 rank 0's clock (so a time budget stops every rank at the same step) and each rank's loss.
 For one process they return their argument, so a plain run does no collective at all.
@@ -12,12 +13,15 @@ For one process they return their argument, so a plain run does no collective at
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from microsr.errors import InputError
 
@@ -43,6 +47,20 @@ class Ranks:
     def main(self) -> bool:
         """Rank 0: the process that validates, writes checkpoints and prints."""
         return self.rank == 0
+
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        """``net`` for the training steps: with several ranks, wrapped in DistributedDataParallel, whose
+        backward averages the gradients over them (and whose wrapping gives every rank rank 0's weights).
+
+        ``net`` itself stays the bare model, for validation and checkpoints.
+        """
+        if self.world_size == 1:
+            return net
+        # A 1x1 kernel in channels_last has strides that differ from its gradient's only along
+        # dimensions of size 1, which is the same memory layout: DDP's advice on it is noise.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        return DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
+                                       gradient_as_bucket_view=True)
 
     def agree(self, value: float) -> float:
         """Rank 0's ``value`` on every rank (a broadcast): what all ranks must decide alike, e.g. whether to stop.
