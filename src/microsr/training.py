@@ -55,8 +55,8 @@ from microsr.evaluate.score import score as score_image
 from microsr.io import atomic_output, check_output, output_lock
 from microsr.models import create_model, receptive_field, to_channels_last
 from microsr.models.losses import get_loss
-from microsr.runtime.allocator import reuse_freed_memory
 from microsr.runtime import distributed
+from microsr.runtime.allocator import reuse_freed_memory
 from microsr.runtime.device import pick_device
 from microsr.runtime.distributed import Ranks
 from microsr.runtime.precision import autocast, resolve_precision
@@ -218,7 +218,8 @@ def _train(
     optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
     info = _checkpoint_info(cfg, net, degradation, pixel_size, where.world_size)
-    output.mkdir(exist_ok=True)
+    if where.main:
+        output.mkdir(exist_ok=True)
 
     run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
     if resume:  # every rank loads the state rank 0 wrote
