@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
 from microsr.data.datasets import DegradedPairs, epoch_loader
 from microsr.degrade import preset
-from microsr.io import Image, read_image, write_image
+from microsr.io import Image, write_image
 from microsr.predict.restorer import load_model
 from microsr.samples import filaments
 import microsr
@@ -122,15 +123,7 @@ def test_two_processes_train_survive_a_killed_rank_resume_and_write_a_model(tmp_
 
 def rank_process(torchrun_pid: int, rank: int) -> int:
     """The process ID of the worker of ``rank`` started by the torchrun process ``torchrun_pid``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        if parent == torchrun_pid and f"RANK={rank}".encode() in environ:
-            return int(entry.name)
+    for child in psutil.Process(torchrun_pid).children():
+        if child.environ().get("RANK") == str(rank):
+            return child.pid
     raise LookupError(f"no worker of rank {rank} under process {torchrun_pid}")
