@@ -26,15 +26,15 @@ from microsr.predict.restorer import load_model
 from microsr.samples import filaments
 import microsr
 
-# One worker process per rank, one thread each: the 2 ranks share the machine's cores fairly.
+# One thread per process, so the 2 ranks share 2 cores; no rank variables of an enclosing torchrun.
 ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} | {
     "OMP_NUM_THREADS": "1"}
 
 
-def torchrun(*argv, processes: int = 2) -> subprocess.Popen:
-    """``torchrun --standalone --nproc-per-node N -m microsr ARGV`` (a free port is picked by --standalone)."""
+def torchrun(*argv) -> subprocess.Popen:
+    """``torchrun --standalone --nproc-per-node 2 -m microsr ARGV`` (--standalone picks a free port)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
          "-m", "microsr", *map(str, argv)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
