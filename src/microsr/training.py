@@ -9,6 +9,13 @@ interrupted run loses at most that much, and ``resume`` continues it, mid-epoch 
 The output folder is locked while training (:func:`microsr.io.output_lock`), and a run
 that fails before its first checkpoint removes the folder it created.
 
+Under ``torchrun --nproc-per-node N`` the same loop runs in N processes
+(:mod:`microsr.runtime.distributed`), nanoGPT-style: the model is wrapped in
+DistributedDataParallel, which averages the gradients; each rank loads its own share of
+every epoch's tiles (:func:`~microsr.data.datasets.epoch_loader`); rank 0 alone holds the
+lock, validates, writes the checkpoints and shows progress, and its clock decides for
+all when a time budget is spent.
+
 What differs per job comes from :mod:`microsr.tasks`: tiles of images, degraded on
 the fly or real pairs (:func:`~microsr.tasks.sr.sr_datasets`), or, with
 ``data.simulation``, SMLM frames simulated on the fly and validated by localization
@@ -26,6 +33,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +55,10 @@ from microsr.evaluate.score import score as score_image
 from microsr.io import atomic_output, check_output, output_lock
 from microsr.models import create_model, receptive_field, to_channels_last
 from microsr.models.losses import get_loss
+from microsr.runtime import distributed
 from microsr.runtime.allocator import reuse_freed_memory
 from microsr.runtime.device import pick_device
+from microsr.runtime.distributed import Ranks
 from microsr.runtime.precision import autocast, resolve_precision
 from microsr.tasks.smlm import smlm_data, smlm_scores
 from microsr.tasks.sr import sr_datasets
@@ -111,6 +121,32 @@ def train(
         The last epoch's record: ``epoch``, ``step``, ``loss``, ``val_loss``,
         ``val_psnr``, ``val_ssim``, ``bicubic_psnr``, ``seconds``; with simulated SMLM
         data also ``threshold``, ``val_jaccard_100``, ``val_jaccard_250`` and ``val_rmse`` (nm).
+        On several processes also ``rank_losses`` (each rank's mean loss; ``loss`` is their
+        mean), and on ranks other than 0, which do not validate, only ``epoch``, ``step``,
+        ``loss``, ``rank_losses`` and ``seconds``.
+
+    Notes
+    -----
+    **Several processes or GPUs.** Started by ``torchrun --nproc-per-node N -m microsr train``
+    (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+    ``MASTER_PORT``), the N processes train one model with DistributedDataParallel: gloo on
+    CPU, nccl on CUDA with one GPU per process (``cuda:LOCAL_RANK``).
+
+    - ``data.batch_size`` is per process: a step averages the gradients of
+      N x ``batch_size`` tiles. The learning rate is not scaled with N; raise ``train.lr``
+      yourself if the larger batch allows it.
+    - ``data.samples_per_epoch`` stays the tiles of one epoch, shared among the processes
+      (rank r draws samples r, r + N, ...: different tiles and noise, together those of a
+      one-process epoch), so an epoch takes about 1/N of the steps.
+    - ``train.steps`` counts optimiser steps, each of N x ``batch_size`` tiles;
+      ``train.epochs`` counts epochs; ``train.minutes`` is wall time on rank 0's clock,
+      which decides for every rank when to stop (and where the learning-rate schedule is).
+    - Rank 0 alone locks ``output``, validates, writes every file and shows progress.
+      ``resume`` loads on every rank what rank 0 wrote; it may continue on another number
+      of processes (the state is the same weights and optimiser), within an epoch at
+      about the place it stopped. If a process dies, ``torchrun`` stops the others and the
+      last checkpoint resumes.
+    - ``config.json`` records ``world_size``, the processes of the latest run.
 
     Examples
     --------
@@ -127,7 +163,11 @@ def train(
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a folder; a model is written as a folder, choose another name.")
     check_output(output, overwrite=True)
-    with output_lock(output):  # first: a run still writing here is named as such
+    where = distributed.ranks()
+    # Rank 0 alone locks, writes and cleans up; every rank makes the same checks of the folder, before
+    # rank 0 can have written anything in it (that waits for all ranks to wrap the model).
+    with (distributed.process_group(pick_device(cfg.train.device), where) as device,
+          output_lock(output) if where.main else nullcontext()):  # first: a run still writing here is named as such
         if not resume and (output / "last.safetensors").exists():
             raise InputError(
                 f"{output}: already holds a trained model; pass --resume to continue it, or use a new folder."
@@ -136,9 +176,10 @@ def train(
             raise InputError(f"{output}: nothing to resume (no train_state.pt); start a new run without --resume.")
         created = not output.exists()
         try:
-            return _train(cfg, output, resume=resume, model=model, progress=progress, on_epoch_end=on_epoch_end)
+            return _train(cfg, output, device, where, resume=resume, model=model, progress=progress and where.main,
+                          on_epoch_end=on_epoch_end)
         except BaseException:
-            if created and not state_file.exists():  # nothing resumable was written: leave no debris
+            if where.main and created and not state_file.exists():  # nothing resumable was written: leave no debris
                 shutil.rmtree(output, ignore_errors=True)
             raise
 
@@ -146,15 +187,16 @@ def train(
 def _train(
     cfg: RunConfig,
     output: Path,
+    device: torch.device,
+    where: Ranks,
     *,
     resume: bool,
     model: nn.Module | None,
     progress: bool,
     on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
 ) -> dict[str, Any]:
-    """The body of :func:`train`, once its output is checked and locked."""
+    """The body of :func:`train`, once its output is checked and locked (by rank 0)."""
     state_file = output / "train_state.pt"
-    device = pick_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
     degraded = cfg.data.hr is not None and cfg.data.lr is None
@@ -162,7 +204,7 @@ def _train(
     smlm = smlm_data(cfg) if cfg.data.simulation is not None else None
     train_set, val_set, pixel_size = (smlm.train, smlm.val, smlm.pixel_size) if smlm else sr_datasets(cfg, degradation)
     loader = epoch_loader(train_set, cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", rank=where.rank, world_size=where.world_size)
     net = model if model is not None else create_model(
         cfg.model.name, in_channels=cfg.data.frames, scale=cfg.scale, **cfg.model.kwargs
     )
@@ -171,14 +213,18 @@ def _train(
         load_state_into(net, load_checkpoint(init_file)[0], init_file)
     net = net.to(device, memory_format=torch.channels_last)
     dtype = resolve_precision(cfg.train.precision, device, net, channels=cfg.data.frames)
+    dtypes = [torch.float32, torch.bfloat16, torch.float16]
+    dtype = dtypes[int(where.agree(dtypes.index(dtype)))]  # "auto" is measured by each rank: all use rank 0's
     optimizer = adamw(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, device=device)
     loss_fn = get_loss(cfg.loss)
-    info = _checkpoint_info(cfg, net, degradation, pixel_size)
-    output.mkdir(exist_ok=True)
+    info = _checkpoint_info(cfg, net, degradation, pixel_size, where.world_size)
+    if where.main:
+        output.mkdir(exist_ok=True)
 
     run = {"epoch": 0, "step": 0, "seconds": 0.0, "best_psnr": -math.inf, "history": []}
-    if resume:
+    if resume:  # every rank loads the state rank 0 wrote
         run = _load_state(state_file, net, optimizer, output)
+    stepped = where.wrap(net, device)  # with several ranks, its backward averages the gradients over them
 
     total_steps = cfg.train.steps or (cfg.train.epochs or 0) * max(1, len(loader))
     budget = 60 * cfg.train.minutes if cfg.train.minutes else None
@@ -188,7 +234,7 @@ def _train(
             f"{run['seconds'] / 60:.1f} minutes); to train it longer, resume with a larger --steps, --epochs or "
             "--minutes."
         )
-    bicubic_psnr = _bicubic_psnr(val_set, cfg.scale)
+    bicubic_psnr = _bicubic_psnr(val_set, cfg.scale) if where.main else math.nan
     record: dict[str, Any] = {}
     with _progress_bar(progress) as bar, reuse_freed_memory():
         done = run["seconds"] if budget else run["step"]
@@ -197,8 +243,9 @@ def _train(
             started = saved_at = time.monotonic()
             net.train()
             loader.sampler.epoch = run["epoch"]
-            # Resuming a checkpoint taken within an epoch: continue that epoch where it stopped.
-            loader.sampler.start = run.pop("epoch_batches", 0) * cfg.data.batch_size
+            # Resuming a checkpoint taken within an epoch: continue that epoch where it stopped (where all
+            # ranks together stopped; approximately when their number changed since).
+            loader.sampler.start = run.pop("epoch_batches", 0) * cfg.data.batch_size * where.world_size
             losses = run.pop("epoch_losses", [])
             for inputs, targets in loader:
                 fraction = run["seconds"] / budget if budget else run["step"] / total_steps
@@ -207,7 +254,7 @@ def _train(
                 inputs = to_channels_last(inputs.to(device, non_blocking=True))
                 targets = targets.to(device, non_blocking=True)
                 with autocast(device, dtype):
-                    prediction = net(inputs)
+                    prediction = stepped(inputs)
                 # Outside autocast: in bfloat16 the loss's variances (E[x^2] - E[x]^2) can turn negative.
                 loss = loss_fn(prediction.float(), targets)
                 losses.append(loss.item())
@@ -224,54 +271,64 @@ def _train(
                     nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
                 optimizer.step()
                 run["step"] += 1
-                elapsed = run["seconds"] + time.monotonic() - started
-                last_val = f" · val PSNR {record['val_psnr']:.2f} dB SSIM {record['val_ssim']:.3f}" if record else ""
+                # Rank 0's clock for all: every rank stops at the same step, and none waits for another forever.
+                elapsed = where.agree(run["seconds"] + time.monotonic() - started)
+                last_val = f" · val PSNR {record['val_psnr']:.2f} dB SSIM {record['val_ssim']:.3f}" if "val_psnr" in record else ""
                 bar.update(task, completed=elapsed if budget else run["step"],
                            description=f"epoch {run['epoch'] + 1} · loss {losses[-1]:.4f}{last_val}")
                 if (budget and elapsed >= budget) or (total_steps and run["step"] >= total_steps):
                     break
-                if time.monotonic() - saved_at >= 60 * cfg.train.checkpoint_minutes:
+                if where.main and time.monotonic() - saved_at >= 60 * cfg.train.checkpoint_minutes:
                     # Within the epoch: weights, optimiser and position, so a crash loses at most this interval.
                     save_checkpoint(output / "last.safetensors", net, info)
                     # `losses` holds every batch of this epoch so far, also those before a resume.
                     _save_state(state_file, net, optimizer, {**run, "seconds": elapsed, "epoch_batches": len(losses),
                                                             "epoch_losses": losses}, info)
                     saved_at = time.monotonic()
-            val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, dtype, cfg.data.batch_size)
-            scores = {} if smlm is None else smlm_scores(net, smlm, device, dtype, cfg.data.batch_size)
+            # Each rank's mean loss over its own tiles; then rank 0 validates while the others wait for its clock.
+            rank_losses = where.gather(float(np.mean(losses)) if losses else math.nan)
+            record = {"epoch": run["epoch"] + 1, "step": run["step"], "loss": float(np.mean(rank_losses))}
+            if where.main:
+                val_loss, val_psnr, val_ssim = _validate(net, val_set, loss_fn, device, dtype, cfg.data.batch_size)
+                scores = {} if smlm is None else smlm_scores(net, smlm, device, dtype, cfg.data.batch_size)
+                record |= {"val_loss": val_loss, "val_psnr": val_psnr, "val_ssim": val_ssim,
+                           "bicubic_psnr": bicubic_psnr}
             run["epoch"] += 1
-            run["seconds"] += time.monotonic() - started
-            record = {
-                "epoch": run["epoch"], "step": run["step"], "loss": float(np.mean(losses)) if losses else math.nan,
-                "val_loss": val_loss, "val_psnr": val_psnr, "val_ssim": val_ssim,
-                "bicubic_psnr": bicubic_psnr, "seconds": round(run["seconds"], 1), **scores,
-            }
-            best_key, metric = ("best_psnr", "val_psnr") if smlm is None else ("best_jaccard", "val_criterion")
-            epoch_info = info if smlm is None else {**info, "smlm": scores}
-            run["history"].append(record)
-            save_checkpoint(output / "last.safetensors", net, epoch_info)
-            if record[metric] > run.get(best_key, -math.inf):
-                run[best_key] = record[metric]
-                save_checkpoint(output / "best.safetensors", net, epoch_info)
-            _save_state(state_file, net, optimizer, run, info)
-            if progress:
-                jaccard = "" if smlm is None else (
-                    f" · val Jaccard {record['val_jaccard_100']:.3f} (100 nm), {record['val_jaccard_250']:.3f} "
-                    f"(250 nm) at threshold {record['threshold']:g}, RMSE {record['val_rmse']:.1f} nm"
-                )
-                bar.console.print(
-                    f"epoch {run['epoch']}: loss {record['loss']:.4f} · val PSNR {val_psnr:.2f} dB "
-                    f"(bicubic {bicubic_psnr:.2f}) · SSIM {val_ssim:.3f}{jaccard}"
-                )
-            if on_epoch_end is not None and on_epoch_end(record):
+            run["seconds"] = where.agree(run["seconds"] + time.monotonic() - started)
+            record["seconds"] = round(run["seconds"], 1)
+            if where.world_size > 1:
+                record["rank_losses"] = rank_losses  # they differ: each rank draws its own tiles
+            stop = False
+            if where.main:
+                record |= scores
+                best_key, metric = ("best_psnr", "val_psnr") if smlm is None else ("best_jaccard", "val_criterion")
+                epoch_info = info if smlm is None else {**info, "smlm": scores}
+                run["history"].append(record)
+                save_checkpoint(output / "last.safetensors", net, epoch_info)
+                if record[metric] > run.get(best_key, -math.inf):
+                    run[best_key] = record[metric]
+                    save_checkpoint(output / "best.safetensors", net, epoch_info)
+                _save_state(state_file, net, optimizer, run, info)
+                if progress:
+                    jaccard = "" if smlm is None else (
+                        f" · val Jaccard {record['val_jaccard_100']:.3f} (100 nm), {record['val_jaccard_250']:.3f} "
+                        f"(250 nm) at threshold {record['threshold']:g}, RMSE {record['val_rmse']:.1f} nm"
+                    )
+                    bar.console.print(
+                        f"epoch {run['epoch']}: loss {record['loss']:.4f} · val PSNR {val_psnr:.2f} dB "
+                        f"(bicubic {bicubic_psnr:.2f}) · SSIM {val_ssim:.3f}{jaccard}"
+                    )
+                stop = on_epoch_end is not None and bool(on_epoch_end(record))
+            if where.agree(stop):  # rank 0's callback stops every rank
                 break
     return record
 
 
 def _checkpoint_info(
-    cfg: RunConfig, net: nn.Module, degradation: Degradation | None, hr_pixel_size: float | None
+    cfg: RunConfig, net: nn.Module, degradation: Degradation | None, hr_pixel_size: float | None, world_size: int
 ) -> dict[str, Any]:
-    """What prediction needs to rebuild and apply the model, stored in every checkpoint."""
+    """What prediction needs to rebuild and apply the model, stored in every checkpoint, and how it was trained:
+    ``world_size`` processes, each taking ``run.data.batch_size`` tiles a step."""
     return {
         "arch": getattr(net, "arch", None),
         "receptive_field": receptive_field(net, in_channels=cfg.data.frames),
@@ -283,6 +340,7 @@ def _checkpoint_info(
         "output_pixel_size": hr_pixel_size,
         "input_pixel_size": None if hr_pixel_size is None else hr_pixel_size * cfg.scale,
         "run": cfg.model_dump(mode="json"),
+        "world_size": world_size,
     }
 
 

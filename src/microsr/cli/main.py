@@ -223,9 +223,11 @@ def train_command(
     """Train a super-resolution model from high-resolution images (degraded on the fly) or real pairs.
 
     Writes OUTPUT/best.safetensors, last.safetensors, config.json and history.json.
-    Interrupt with Ctrl-C at any time and continue with --resume.
+    Interrupt with Ctrl-C at any time and continue with --resume. On several processes or GPUs:
+    `torchrun --nproc-per-node N -m microsr train ...` (--batch-size is then per process).
     """
     from microsr.config import with_overrides
+    from microsr.runtime.distributed import ranks
     from microsr.training import train
 
     if config is None and not hr:
@@ -239,10 +241,11 @@ def train_command(
     })
     set_threads(threads)
     record = train(run, output, resume=resume)
-    out.print(
-        f"[bold]{output}[/bold]: val PSNR {record['val_psnr']:.2f} dB (bicubic {record['bicubic_psnr']:.2f} dB) "
-        f"after {record['epoch']} epochs, {record['step']} steps."
-    )
+    if ranks().main:  # under torchrun, rank 0 validated and reports
+        out.print(
+            f"[bold]{output}[/bold]: val PSNR {record['val_psnr']:.2f} dB (bicubic {record['bicubic_psnr']:.2f} dB) "
+            f"after {record['epoch']} epochs, {record['step']} steps."
+        )
 
 
 @app.command()

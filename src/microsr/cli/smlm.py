@@ -146,6 +146,7 @@ def train(
     `microsr smlm train --simulation simulation.yaml -o MODEL --minutes 20`.
     """
     from microsr.config import with_overrides
+    from microsr.runtime.distributed import ranks
     from microsr.training import train as run_training
 
     run = with_overrides(config, {
@@ -158,11 +159,12 @@ def train(
     })
     set_threads(threads)
     record = run_training(run, output, resume=resume)
-    out.print(
-        f"[bold]{output}[/bold] (last epoch): validation Jaccard {_percent(record['val_jaccard_100'])} at 100 nm, "
-        f"{_percent(record['val_jaccard_250'])} at 250 nm, lateral RMSE {record['val_rmse']:.1f} nm at peak "
-        f"threshold {record['threshold']:g}, after {record['epoch']} epochs, {record['step']} steps."
-    )
+    if ranks().main:  # under torchrun, rank 0 validated and reports
+        out.print(
+            f"[bold]{output}[/bold] (last epoch): validation Jaccard {_percent(record['val_jaccard_100'])} at 100 "
+            f"nm, {_percent(record['val_jaccard_250'])} at 250 nm, lateral RMSE {record['val_rmse']:.1f} nm at peak "
+            f"threshold {record['threshold']:g}, after {record['epoch']} epochs, {record['step']} steps."
+        )
 
 
 def _read_simulation(path: Path) -> dict:
