@@ -46,7 +46,7 @@ from microsr.checkpoint import save_checkpoint
 from microsr.data.normalize import PercentileNormalizer
 from microsr.io import Image, read_image, write_image
 from microsr.models import create_model, model_cost, receptive_field
-from microsr.predict.distributed import DEFAULT_BLOCK
+from microsr.predict.cluster import DEFAULT_BLOCK
 from microsr.predict.restorer import load_model
 
 RESULTS = Path(__file__).with_name("results_distributed.json")
@@ -95,7 +95,7 @@ def compute(size: int, repeats: int, precision: str) -> dict[str, Any]:
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
-        client.run(lambda: __import__("microsr.predict.distributed"))  # what a first block would import
+        client.run(lambda: __import__("microsr.predict.cluster"))  # what a first block would import
         startup = time.perf_counter() - start
         seconds: dict[str, list[float]] = {}
 

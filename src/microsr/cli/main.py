@@ -294,7 +294,7 @@ def predict(
     """
     from microsr.evaluate.consistency import consistency_file, consistency_path
     from microsr.io import check_image_output
-    from microsr.predict.distributed import check_cluster_output, cluster
+    from microsr.predict.cluster import check_cluster_output, cluster
     from microsr.runtime.device import pick_device
     from microsr.share import load_model  # a microsr model, or a bioimage.io package (.zip)
 

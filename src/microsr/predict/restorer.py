@@ -25,7 +25,7 @@ from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, PathLike, read_image, select_planes
 from microsr.models import create_model
-from microsr.predict.distributed import DEFAULT_BLOCK, Client, predict_on_cluster
+from microsr.predict.cluster import DEFAULT_BLOCK, Client, predict_on_cluster
 from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
 __all__ = ["Restorer", "load_model"]
@@ -143,13 +143,13 @@ class Restorer:
 
         With a ``distributed.Client`` as `client`, the output (OME-Zarr) is computed on its
         cluster in blocks of about `block` output pixels a side, each written by a worker
-        straight into its own chunks (:mod:`microsr.predict.distributed`); the result is
+        straight into its own chunks (:mod:`microsr.predict.cluster`); the result is
         the same as in one process. `on_block(blocks_done, blocks_total)` is then called
         as blocks finish (an exception from it stops the run, which `resume` continues).
 
         Examples
         --------
-        >>> from microsr.predict.distributed import cluster
+        >>> from microsr.predict.cluster import cluster
         >>> with cluster(workers=2) as client:  # doctest: +SKIP
         ...     load_model("my_model").predict_file("big.ome.zarr", "big_x4.ome.zarr", client=client)
         PosixPath('big_x4.ome.zarr')

@@ -22,7 +22,7 @@ from microsr.cli import main  # noqa: E402
 from microsr.data.normalize import PercentileNormalizer  # noqa: E402
 from microsr.io import Image, write_image  # noqa: E402
 from microsr.models import create_model, receptive_field  # noqa: E402
-from microsr.predict.distributed import plan_blocks  # noqa: E402
+from microsr.predict.cluster import plan_blocks  # noqa: E402
 from microsr.predict.restorer import load_model  # noqa: E402
 
 # x2 with 128-pixel tiles: 256-pixel tile outputs, so 512-pixel blocks hold 2 x 2 tiles and whole chunks.
