@@ -23,7 +23,7 @@ from microsr.checkpoint import ModelDescription, checkpoint_path, load_checkpoin
 from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, PathLike, read_image, select_planes
-from microsr.models import create_model
+from microsr.models import complete_arch, create_model
 from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
 __all__ = ["Restorer", "load_model"]
@@ -194,7 +194,7 @@ def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) 
         if not arch:
             raise InputError(f"{file}: the model is a custom architecture; pass it as load_model(path, model=...).")
         try:
-            model = create_model(**dict(arch))
+            model = create_model(**complete_arch(arch))
         except (InputError, TypeError) as exc:  # an edited or damaged description
             raise InputError(f"{file}: cannot rebuild the model this checkpoint describes ({exc}); the file is "
                              "damaged or was edited.") from None
