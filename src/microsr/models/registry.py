@@ -25,7 +25,7 @@ def register_model(name: str, *, legacy: dict[str, Any] | None = None) -> Callab
     every other argument must have a JSON-serialisable value.
 
     ``legacy`` names arguments added after models were already saved, with the value
-    those models were built with (the builder's default being the one for new models):
+    those models were built with (the builder's default, for new models, may differ):
     :func:`create_model` always records them in ``arch``, and :func:`complete_arch` fills
     them into an ``arch`` that lacks them, so an old checkpoint rebuilds as it was trained.
 
@@ -89,7 +89,7 @@ def create_model(name: str, *, in_channels: int = 1, scale: int = 4, **kwargs: A
     --------
     >>> model = create_model("resunet_small", in_channels=3, scale=2)
     >>> model.arch
-    {'name': 'resunet_small', 'in_channels': 3, 'scale': 2, 'blur': True}
+    {'name': 'resunet_small', 'in_channels': 3, 'scale': 2, 'blur': False}
     >>> create_model(**model.arch).scale
     2
     """
@@ -128,7 +128,7 @@ def complete_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     --------
     >>> complete_arch({"name": "resunet_small", "in_channels": 1, "scale": 2})["blur"]
     False
-    >>> create_model("resunet_small", scale=2).arch["blur"]
+    >>> create_model("resunet_small", scale=2, blur=True).arch["blur"]
     True
     """
     return {**arch, **{key: value for key, value in _LEGACY.get(arch.get("name", ""), {}).items() if key not in arch}}
