@@ -15,6 +15,7 @@ from microsr.models import complete_arch, create_model
 from microsr.models.losses import LOSSES
 from microsr.predict import load_model
 from microsr.samples import filaments
+from microsr.share.architecture import standalone_source
 from microsr.training import adamw
 
 SCALE = 4
@@ -127,3 +128,19 @@ def test_checkpoint_without_blur_predicts_as_the_model_it_saved(tmp_path):
     x = torch.rand(1, 1, 24, 24)
     with torch.no_grad():
         assert torch.equal(load_model(file).module(x), old.eval()(x))
+
+
+def test_exported_architecture_source_has_the_blur():
+    """bioimage.io exports the architecture as standalone source: a blurred model rebuilt from it predicts the same."""
+    torch.manual_seed(0)
+    model = create_model("resunet_small", scale=4, blur=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    namespace: dict = {}
+    exec(standalone_source(model.arch), namespace)
+    exported = namespace["resunet_small"](in_channels=1, scale=4, blur=True)
+    exported.load_state_dict(model.state_dict())
+    x = torch.rand(1, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.allclose(exported.eval()(x), model.eval()(x), atol=1e-6)
