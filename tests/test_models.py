@@ -187,9 +187,11 @@ def test_resunet_small_overfits_one_pair():
     noise = torch.rand(1, 1, 34, 34, generator=torch.Generator().manual_seed(0))
     x = F.avg_pool2d(noise, 3, stride=1)
     x = (x - x.min()) / (x.max() - x.min())
-    # Blocky nearest-neighbour upsampling is far from the bicubic start but learnable.
+    # Blocky nearest-neighbour upsampling is far from the bicubic start but learnable by the sub-pixel
+    # convolutions alone. It is itself a fixed sub-pixel pattern, which the blur after each shuffle (the
+    # default, against checkerboards) removes by design: with it the loss fell only 1.1x here, without 13x.
     target = F.interpolate(x, scale_factor=4, mode="nearest")
-    model = create_model("resunet_small", scale=4)
+    model = create_model("resunet_small", scale=4, blur=False)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(100):
@@ -218,7 +220,8 @@ def test_resunet_fast_path_equals_the_plain_computation_and_its_gradients(scale)
 
     def plain(model):
         bicubic = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) if scale > 1 else x
-        return bicubic + F.conv2d(model.upsample(model.body(x)), model.head.weight, model.head.bias, padding=1)
+        head = F.conv2d(model.upsample(model.body(x)), model.head.weight, model.head.bias, padding=1)
+        return bicubic + model.smooth(head)  # the last shuffle's blur (none at scale 1)
 
     fast, reference = model(x), plain(model)
     assert torch.allclose(fast, reference, atol=1e-5)

@@ -2,7 +2,8 @@
 
 Every model maps ``(N, in_channels, h, w)`` to ``(N, 1, h * scale, w * scale)`` for any
 ``h`` and ``w`` and has the attributes ``in_channels``, ``scale`` and ``arch`` (a
-JSON-serialisable dict; ``create_model(**model.arch)`` rebuilds it). Training and
+JSON-serialisable dict; ``create_model(**model.arch)`` rebuilds it, and
+``create_model(**complete_arch(arch))`` a saved one). Training and
 prediction need only ``forward``: any ``nn.Module`` with that call signature works, and
 :func:`model_cost` and :func:`receptive_field` measure it as a black box.
 
@@ -29,11 +30,12 @@ torch.Size([1, 1, 148, 212])
 from microsr.models import resunet, smlm, unet  # noqa: F401  (registers the built-in models)
 from microsr.models.analysis import ModelCost, call_cropped, model_cost, receptive_field, takes_crop
 from microsr.models.layers import to_channels_last
-from microsr.models.registry import create_model, list_models, register_model
+from microsr.models.registry import complete_arch, create_model, list_models, register_model
 
 __all__ = [
     "ModelCost",
     "call_cropped",
+    "complete_arch",
     "create_model",
     "list_models",
     "model_cost",

@@ -241,6 +241,33 @@ class SubPixelConv(Conv2d):
         return super().forward(x, subpixels_last(self.weight, self.factor), bias)
 
 
+_BINOMIAL = torch.tensor([1.0, 2.0, 1.0]) / 4
+
+
+class Blur(nn.Module):
+    """Fixed 3x3 binomial smoothing (``[1, 2, 1] / 4`` along each axis) of every channel, edges replicated.
+
+    Its response is ``cos(pi f)**2`` at ``f`` cycles per pixel: zero at the Nyquist
+    frequency, where a 2x pixel shuffle puts the differences between its four sub-pixel
+    kernels. After each shuffle it keeps training from growing those into a fixed
+    checkerboard (the ``blur`` of fastai's ``PixelShuffle_ICNR``, made symmetric so
+    that it does not shift the image by half a pixel). It has no parameters.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[1.0, -1.0] * 4] * 8)[None, None]  # the finest checker along X
+    >>> Blur()(x)[..., 1:-1].abs().max().item()
+    0.0
+    >>> Blur()(torch.ones(1, 3, 5, 5)).equal(torch.ones(1, 3, 5, 5))
+    True
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = x.shape[1]
+        kernel = torch.outer(_BINOMIAL, _BINOMIAL).to(x)[None, None].expand(channels, 1, 3, 3)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)
+
+
 def to_channels_last(x: Tensor) -> Tensor:
     """``x`` in ``channels_last`` layout, with its strides saying so even for one channel.
 

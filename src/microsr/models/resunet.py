@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from microsr.errors import InputError
 from microsr.models.layers import (
-    PixelShuffle, ReLU, ResBlock, SubPixelConv, UNetBody, check_int, check_widths, conv3x3, shuffle_pixels,
+    Blur, PixelShuffle, ReLU, ResBlock, SubPixelConv, UNetBody, check_int, check_widths, conv3x3, shuffle_pixels,
 )
 from microsr.models.registry import register_model
 
@@ -21,13 +21,19 @@ SCALES = (1, 2, 4, 8)
 
 
 class SubPixelUpsampler(nn.Sequential):
-    """``log2(scale)`` stages of ``conv3x3(c -> 4c) - ReLU - PixelShuffle(2)``.
+    """``log2(scale)`` stages of ``conv3x3(c -> 4c) - ReLU - PixelShuffle(2)``, all but the last then blurred if ``blur``.
 
     ReLU commutes with the shuffle; applied first, in place, it costs no new tensor.
 
     The convolutions use ICNR initialisation (Aitken et al. 2017): the four sub-pixel
     kernels of each output channel start equal, so a new upsampler behaves like
-    nearest-neighbour upsampling instead of producing checkerboard artefacts.
+    nearest-neighbour upsampling instead of producing checkerboard artefacts. That
+    does not last: trained 300 steps on EM, ``resunet_small`` x4 without blur left a
+    fixed offset of 0.23 high-pass standard deviations between sub-pixels
+    (``benchmarks/checkerboard.py``). A fixed :class:`~microsr.models.layers.Blur`
+    after each shuffle removes the frequency where the sub-pixels differ; the last
+    shuffle's is left to the model, which blurs its one-channel output after the head
+    instead of the features before it (:class:`ResUNet`).
 
     Examples
     --------
@@ -35,15 +41,16 @@ class SubPixelUpsampler(nn.Sequential):
     torch.Size([1, 8, 20, 28])
     """
 
-    def __init__(self, channels: int, scale: int) -> None:
+    def __init__(self, channels: int, scale: int, blur: bool = True) -> None:
         stages: list[nn.Module] = []
-        for _ in range(int(math.log2(scale))):
+        count = int(math.log2(scale))
+        for stage in range(count):
             conv = SubPixelConv(channels, 4 * channels, kernel_size=3, padding=1)
             base = nn.init.kaiming_normal_(conv.weight.new_empty(channels, channels, 3, 3))
             with torch.no_grad():
                 conv.weight.copy_(base.repeat_interleave(4, dim=0))
                 conv.bias.zero_()
-            stages += [conv, ReLU(), PixelShuffle(2)]
+            stages += [conv, ReLU(), PixelShuffle(2)] + ([Blur()] if blur and stage < count - 1 else [])
         super().__init__(*stages)
 
 
@@ -134,7 +141,7 @@ def by_rows(fn: Callable[[Tensor], Tensor], x: Tensor, *, halo: int, factor: int
     return torch.cat(strips, dim=-2)
 
 
-@register_model("resunet")
+@register_model("resunet", legacy={"blur": False})
 class ResUNet(nn.Module):
     """PSSR-style residual U-Net with sub-pixel upsampling and a global residual.
 
@@ -143,7 +150,10 @@ class ResUNet(nn.Module):
     ``scale`` and a 3x3 convolution makes the single output channel. That is added to
     the bicubically upsampled centre input frame, so the network only learns the
     correction to bicubic interpolation, which trains much faster. The output
-    convolution starts at zero: a new model is exactly bicubic interpolation.
+    convolution starts at zero: a new model is exactly bicubic interpolation. With
+    ``blur``, the correction is smoothed after each pixel shuffle, so training leaves
+    no fixed pattern between the sub-pixels of an input pixel (the last shuffle's blur
+    is applied to the one-channel correction, ``smooth``).
 
     Build it with :func:`~microsr.models.create_model` (``"resunet"``), which also
     records ``arch`` for checkpoints.
@@ -157,6 +167,13 @@ class ResUNet(nn.Module):
         1, 2, 4 or 8.
     widths : sequence of int
         Channels per U-Net level; ``len(widths) - 1`` poolings.
+    blur : bool
+        Blur after each pixel shuffle (see :class:`SubPixelUpsampler`), against a
+        sub-pixel checkerboard. Off by default: on the synthetic filaments of
+        ``tests/test_training.py`` (x4, 240 steps) it cut the gain over bicubic from
+        2.6 to 0.8 dB, while on EM it removed the pattern at equal PSNR
+        (``benchmarks/checkerboard.py``). Models saved before this argument existed
+        rebuild without it (:func:`~microsr.models.registry.complete_arch`).
 
     Examples
     --------
@@ -166,7 +183,7 @@ class ResUNet(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, scale: int = 4, widths: Sequence[int] = (32, 64, 128, 256)
+        self, in_channels: int = 1, scale: int = 4, widths: Sequence[int] = (32, 64, 128, 256), blur: bool = False
     ) -> None:
         super().__init__()
         if check_int("scale", scale) not in SCALES:
@@ -175,7 +192,13 @@ class ResUNet(nn.Module):
         self.scale = scale
         widths = check_widths(widths)
         self.body = UNetBody(in_channels, widths, ResBlock)
-        self.upsample = SubPixelUpsampler(widths[0], scale)
+        if not isinstance(blur, bool):
+            raise InputError(f"blur: expected true or false, got {blur!r}.")
+        self.blur = blur and scale > 1
+        self.upsample = SubPixelUpsampler(widths[0], scale, blur)
+        # The last shuffle's blur, on the output: the head and the blur are linear and shift-invariant at the
+        # output's resolution, so this is the blur of the features up to their edge, on one channel instead of many.
+        self.smooth = Blur() if self.blur else nn.Identity()
         # The last upsampling stage's shuffle is folded into the head (see ConvAfterShuffle).
         self.head = ConvAfterShuffle(widths[0]) if scale > 1 else conv3x3(widths[0], 1)
         nn.init.zeros_(self.head.weight)
@@ -191,7 +214,7 @@ class ResUNet(nn.Module):
         """
         # The body keeps `halo` more pixels each side: the upsampling reads that far, and its output
         # there (zero padding at the features' edge) is dropped.
-        halo = min(crop, _UPSAMPLING_HALO)
+        halo = min(crop, _UPSAMPLING_HALO + self.blur)
         centre = _centre_window(x[:, self.in_channels // 2 : self.in_channels // 2 + 1], crop, self.scale)
         features = self.body(x, crop=crop - halo)
         stages = list(self.upsample)
@@ -207,12 +230,13 @@ class ResUNet(nn.Module):
         # The tail makes the largest tensors (4x the channels at half the output size). By rows,
         # peak memory at 512-pixel tiles fell by about a quarter (1.37 to 1.02 GB); strips of 128
         # rows, against 256, ran 4-6 % faster still.
-        return centre + _inset(by_rows(tail, features, halo=len(last) // 2 + 1, factor=2 if last else 1),
-                               halo * self.scale)
+        correction = self.smooth(by_rows(tail, features, halo=len(last) // 2 + 1, factor=2 if last else 1))
+        return centre + _inset(correction, halo * self.scale)
 
 
 # Rows of LR features that the sub-pixel convolutions and the head read beyond an output
 # pixel: one for the first convolution, and half a pixel for each later one at 2x or more.
+# The blurs read one pixel at 2x, 4x, ... : under one more LR pixel.
 _UPSAMPLING_HALO = 2
 # Bicubic interpolation reads two input pixels on either side.
 _BICUBIC_HALO = 2
@@ -274,8 +298,8 @@ def bicubic(x: Tensor, scale: int) -> Tensor:
     return up.reshape(n, c, h * scale, w * scale)
 
 
-@register_model("resunet_small")
-def resunet_small(in_channels: int = 1, scale: int = 4) -> ResUNet:
+@register_model("resunet_small", legacy={"blur": False})
+def resunet_small(in_channels: int = 1, scale: int = 4, blur: bool = False) -> ResUNet:
     """:class:`ResUNet` with widths (16, 32, 64): fast on CPU, for tests and the demo.
 
     Examples
@@ -283,4 +307,4 @@ def resunet_small(in_channels: int = 1, scale: int = 4) -> ResUNet:
     >>> resunet_small(scale=2).scale
     2
     """
-    return ResUNet(in_channels, scale, widths=(16, 32, 64))
+    return ResUNet(in_channels, scale, widths=(16, 32, 64), blur=blur)

@@ -24,7 +24,7 @@ from microsr.checkpoint import ModelDescription, checkpoint_path, load_checkpoin
 from microsr.data.normalize import PercentileNormalizer
 from microsr.errors import InputError
 from microsr.io import Image, PathLike, read_image, select_planes
-from microsr.models import create_model
+from microsr.models import complete_arch, create_model
 from microsr.predict.cluster import DEFAULT_BLOCK, Client, predict_on_cluster
 from microsr.predict.engine import DEFAULT_TILE, Predictor, check_pixel_size, rescale_image
 
@@ -158,7 +158,8 @@ class Restorer:
         inputs = [] if isinstance(source, Image) else [source]  # an Image's own file is always protected
         if client is not None:
             settings = self._settings(**{**options, "progress": False})
-            return predict_on_cluster(self.module, dict(self.description.arch or {}), settings, image, output,
+            arch = complete_arch(dict(self.description.arch)) if self.description.arch else {}
+            return predict_on_cluster(self.module, arch, settings, image, output,
                                       client=client, block=block, overwrite=overwrite, resume=resume, inputs=inputs,
                                       progress=options.get("progress", False), on_block=on_block)
         return self.predictor(**options).predict_to_file(image, output, overwrite=overwrite, resume=resume,
@@ -224,7 +225,7 @@ def load_model(path: str | os.PathLike[str], *, model: nn.Module | None = None) 
         if not arch:
             raise InputError(f"{file}: the model is a custom architecture; pass it as load_model(path, model=...).")
         try:
-            model = create_model(**dict(arch))
+            model = create_model(**complete_arch(arch))
         except (InputError, TypeError) as exc:  # an edited or damaged description
             raise InputError(f"{file}: cannot rebuild the model this checkpoint describes ({exc}); the file is "
                              "damaged or was edited.") from None

@@ -33,12 +33,12 @@ def architecture_callable(arch: dict) -> tuple[str, dict, ModuleType]:
     Examples
     --------
     >>> architecture_callable({"name": "resunet_small", "in_channels": 1, "scale": 2})[:2]
-    ('resunet_small', {'in_channels': 1, 'scale': 2})
+    ('resunet_small', {'in_channels': 1, 'scale': 2, 'blur': False})
     """
     builder = registry._REGISTRY.get(arch.get("name", ""))
     if builder is None:
         raise InputError(f"model {arch.get('name')!r}: not a built-in architecture; a custom one cannot be exported.")
-    kwargs = {key: value for key, value in arch.items() if key != "name"}
+    kwargs = {key: value for key, value in registry.complete_arch(arch).items() if key != "name"}
     return builder.__name__, kwargs, sys.modules[builder.__module__]
 
 
@@ -60,7 +60,7 @@ def standalone_source(arch: dict) -> str:
         f'`{name}(**kwargs)`."""',
         "from __future__ import annotations",
         "",
-        "def register_model(name):  # microsr's model registry is not needed here",
+        "def register_model(name, **options):  # microsr's model registry is not needed here",
         "    return lambda builder: builder",
     ]
     for part in modules:
