@@ -137,15 +137,23 @@ def readme_tables(results: dict[str, Any]) -> dict[str, str]:
         "llrrr",
     )
     compute_core_seconds = best[f"compute_{results['small_tile']}"]
-    rows = []
-    for block in results["blocks"]:
-        wall = best[f"blocks_{block}"]
-        count = math.ceil(side / block) ** 2
-        overhead = (wall * cores - compute_core_seconds) / count
-        rows.append([block, count, f"{wall:.2f}", f"{megapixels / wall:.2f}", f"{overhead * 1000:.0f}"])
-    overhead = markdown_table(["block side (output px)", "blocks", "seconds", "output MP/s", "overhead per block (ms)"],
+    counts = {block: math.ceil(side / block) ** 2 for block in results["blocks"]}
+    core_seconds = {block: best[f"blocks_{block}"] * cores for block in results["blocks"]}
+    rows = [[block, counts[block], f"{best[f'blocks_{block}']:.2f}", f"{megapixels / best[f'blocks_{block}']:.2f}",
+             f"{core_seconds[block]:.1f}"] for block in results["blocks"]]
+    # Core-seconds = per-pixel work + blocks x per-block overhead: the slope between the most and the
+    # fewest blocks is the latter; what the fewest blocks cost beyond one thread's in-memory compute, the former's excess.
+    many, few = results["blocks"][0], results["blocks"][-1]
+    per_block = (core_seconds[many] - core_seconds[few]) / (counts[many] - counts[few])
+    excess = core_seconds[few] - per_block * counts[few] - compute_core_seconds
+    rows.append(["one thread, in memory", "–", f"{compute_core_seconds:.2f}", f"{megapixels / compute_core_seconds:.2f}",
+                 f"{compute_core_seconds:.1f}"])
+    overhead = markdown_table(["block side (output px)", "blocks", "seconds", "output MP/s", "core-seconds"],
                               rows, "rrrrr")
-    return {"scaling": scaling, "overhead": overhead, "sizing": _sizing(results, megapixels / best["dask"])}
+    fit = markdown_table(["overhead per block (slope of core-seconds over blocks)",
+                          "core-seconds beyond one thread's in-memory compute, besides it"],
+                         [[f"{per_block * 1000:.0f} ms", f"{excess:.1f} ({excess / compute_core_seconds:.0%})"]], "rr")
+    return {"scaling": scaling, "overhead": overhead, "overhead_fit": fit, "sizing": _sizing(results, megapixels / best["dask"])}
 
 
 def _sizing(results: dict[str, Any], cluster_mps: float) -> str:
