@@ -15,14 +15,13 @@ import zarr
 
 pytest.importorskip("distributed", reason="the optional extra microsr[distributed] is not installed")
 
-from distributed import Client, LocalCluster  # noqa: E402
 
 from microsr.checkpoint import save_checkpoint  # noqa: E402
 from microsr.cli import main  # noqa: E402
 from microsr.data.normalize import PercentileNormalizer  # noqa: E402
 from microsr.io import Image, write_image  # noqa: E402
 from microsr.models import create_model, receptive_field  # noqa: E402
-from microsr.predict.cluster import plan_blocks  # noqa: E402
+from microsr.predict.cluster import cluster, plan_blocks  # noqa: E402
 from microsr.predict.restorer import load_model  # noqa: E402
 
 # x2 with 128-pixel tiles: 256-pixel tile outputs, so 512-pixel blocks hold 2 x 2 tiles and whole chunks.
@@ -33,8 +32,7 @@ BLOCKS = 18
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with cluster(workers=2) as client:
         yield client
 
 
@@ -169,3 +167,11 @@ def test_cli_predicts_on_a_running_cluster(case, client, capsys):
     assert exit_.value.code == 0
     assert "Dask dashboard: http" in capsys.readouterr().out
     _assert_same(output, single)
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    # Dask's nannies set OMP_NUM_THREADS=1 (and more) here for their workers; later children must not inherit it.
+    before = dict(os.environ)
+    with cluster(workers=1) as client:
+        assert list(client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()) == ["1"]  # the worker's own
+    assert dict(os.environ) == before

@@ -294,14 +294,13 @@ def predict(
     """
     from microsr.evaluate.consistency import consistency_file, consistency_path
     from microsr.io import check_image_output
-    from microsr.predict.cluster import check_cluster_output, cluster
+    from microsr.predict.cluster import check_cluster, check_cluster_output, cluster
     from microsr.runtime.device import pick_device
     from microsr.share import load_model  # a microsr model, or a bioimage.io package (.zip)
 
     distributed = workers is not None or scheduler is not None
-    if workers is not None and scheduler is not None:
-        raise InputError("--workers starts a local cluster and --scheduler joins a running one: give one of them.")
     if distributed:
+        check_cluster(scheduler, workers)
         check_cluster_output(output, overwrite, [image, model])
     check_image_output(output, overwrite, [image, model], dtype=np.float32)
     if consistency:

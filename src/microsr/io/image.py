@@ -1042,7 +1042,7 @@ class _ZarrRows(RowWriter):
             self.plane, self.first, self.filled = plane, row, row
         end = row + len(block) - self.first
         if end > len(self.buffer):  # grows to a band plus a chunk row once, then is reused
-            self.flush()  # the band in flight is still read from the buffer
+            # The band in flight keeps the old array for itself: the new one is this band's alone.
             grown = np.empty((end, self.buffer.shape[1]), np.float32)
             grown[: self.filled - self.first] = self.buffer[: self.filled - self.first]
             self.buffer = grown

@@ -229,7 +229,8 @@ def _saved_progress(folder: Path, name: str) -> dict | None:
         saved = json.loads((folder / _PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    done = saved.get("done") if isinstance(saved, dict) else None
-    valid = (isinstance(saved.get("job") if isinstance(saved, dict) else None, dict)
-             and (done == "blocks" or (isinstance(done, list) and len(done) == 2)))
+    if not isinstance(saved, dict):
+        return None
+    done = saved.get("done")
+    valid = isinstance(saved.get("job"), dict) and (done == "blocks" or (isinstance(done, list) and len(done) == 2))
     return saved if valid and (folder / name).exists() else None

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
+from safetensors.torch import load as load_weights
+from safetensors.torch import save as save_weights
 from rich.progress import Progress
 
 from microsr.data.normalize import PercentileNormalizer
@@ -54,7 +55,7 @@ except ImportError:  # the optional extra; `cluster` and `predict_on_cluster` sa
     Client = LocalCluster = as_completed = get_worker = None
     WorkerPlugin = object
 
-__all__ = ["DEFAULT_BLOCK", "Block", "check_cluster_output", "cluster", "plan_blocks", "predict_on_cluster"]
+__all__ = ["DEFAULT_BLOCK", "Block", "check_cluster", "check_cluster_output", "cluster", "plan_blocks", "predict_on_cluster"]
 
 DEFAULT_BLOCK = 2048
 """Output pixels per block side (rounded to whole chunks and tiles): see benchmarks/README.md,
@@ -142,13 +143,7 @@ def cluster(scheduler: str | None = None, workers: int | None = None) -> Iterato
     >>> with cluster(workers=2) as client:  # doctest: +SKIP
     ...     restorer.predict_file("in.ome.zarr", "out.ome.zarr", client=client)
     """
-    if Client is None:
-        raise InputError(_INSTALL)
-    if (scheduler is None) == (workers is None):
-        raise InputError("give either a scheduler address (--scheduler tcp://HOST:8786) or a number of local "
-                         "worker processes (--workers N), not both.")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: give at least 1.")
+    check_cluster(scheduler, workers)
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="30s")
@@ -158,10 +153,39 @@ def cluster(scheduler: str | None = None, workers: int | None = None) -> Iterato
             yield client
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    # Workers' log lines (e.g. a nanny restarting a dead worker) would bury the progress bar.
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as local, Client(local) as client:
-        yield client
+    # Dask's nannies set their workers' variables (OMP_NUM_THREADS=1, ...) in this process's environment
+    # too, at every spawn: they would reach every later child of this process. Put it back on exit.
+    environment = dict(os.environ)
+    try:
+        # Workers' log lines (e.g. a nanny restarting a dead worker) would bury the progress bar.
+        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=":0",
+                          silence_logs=logging.ERROR) as local, Client(local) as client:
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def check_cluster(scheduler: str | None, workers: int | None) -> None:
+    """Raise :class:`~microsr.errors.InputError` unless exactly one of ``scheduler`` and ``workers`` (at least 1)
+    is given and the extra is installed: what :func:`cluster` needs, checked before any work.
+
+    Examples
+    --------
+    >>> check_cluster("tcp://127.0.0.1:8786", 2)
+    Traceback (most recent call last):
+    ...
+    microsr.errors.InputError: --workers starts a local cluster and --scheduler joins a running one: give one of them.
+    """
+    if scheduler is not None and workers is not None:
+        raise InputError("--workers starts a local cluster and --scheduler joins a running one: give one of them.")
+    if scheduler is None and workers is None:
+        raise InputError("give a scheduler address (--scheduler tcp://HOST:8786) or a number of local worker "
+                         "processes (--workers N).")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: give at least 1.")
+    if Client is None:
+        raise InputError(_INSTALL)
 
 
 def check_cluster_output(output: PathLike, overwrite: bool = False, inputs: Sequence[PathLike] = ()) -> None:
@@ -263,10 +287,11 @@ def predict_on_cluster(
         arrays = open_pyramid(partial.path)
         blocks = plan_blocks(arrays[0].shape, arrays[0].chunks, predictor.tile_grid(image), block)
         levels = min(aligned_levels(arrays, b.region) for b in blocks)
-        todo = [b for b in blocks if b.number not in partial.finished()]
+        finished = partial.finished()
+        todo = [b for b in blocks if b.number not in finished]
         name = f"microsr-{uuid.uuid4().hex}"
         plugin = _ModelOnWorker(
-            weights=safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}),
+            weights=save_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}),
             arch=dict(arch),
             settings={**settings, "precision": _precision_name(predictor.dtype), "progress": False,
                       "normalizer": source.normalizer.to_dict()},
@@ -311,7 +336,7 @@ class _ModelOnWorker(WorkerPlugin):
         # The worker's threads are its share of the machine: torch would otherwise take every core in each.
         torch.set_num_threads(max(1, worker.state.nthreads))
         model = create_model(**self.arch)
-        model.load_state_dict(safetensors.torch.load(self.weights))
+        model.load_state_dict(load_weights(self.weights))
         settings = dict(self.settings)
         settings["normalizer"] = PercentileNormalizer.from_dict(settings["normalizer"])
         self.predictor = Predictor(model, **settings)
