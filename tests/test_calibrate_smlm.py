@@ -103,7 +103,7 @@ def test_written_settings_are_a_simulation_config(tmp_path):
     assert "# SMLM simulation calibrated" in text and "±" in text
     settings = SimulationConfig.model_validate(yaml.safe_load(text))
     simulation = settings.settings()
-    assert settings.threshold_criterion == "efficiency"
+    assert settings.threshold_criterion == "jaccard"
     assert abs(simulation.density / config.density - 1) < TOLERANCE["density"]
     with pytest.raises(InputError):  # never overwrites without asking
         write_simulation(calibrate(stack, 100.0), path)
@@ -179,4 +179,4 @@ def test_cli_train_takes_the_calibrated_settings(tmp_path):
     assert result.exit_code == 0, result.output
     info = yaml.safe_load((tmp_path / "model" / "config.json").read_text())
     simulation = info["run"]["data"]["simulation"]
-    assert simulation["threshold_criterion"] == "efficiency" and simulation["base_level"] > 250
+    assert simulation["threshold_criterion"] == "jaccard" and simulation["base_level"] > 250

@@ -98,7 +98,7 @@ def test_shipped_checkpoints_read_into_typed_descriptions():
         layouts[name] = (d.layout, d.scale, d.frames, d.channels and len(d.channels), d.input_pixel_size)
     assert layouts == {"smlm": ("single", 8, 1, None, 100.0), "tirf9": ("channels", 2, 9, 9, 62.6),
                        "srrf5": ("channels", 2, 5, 5, 100.0), "sim_lowlight": ("channels", 2, 15, 15, 60.0)}
-    assert ModelDescription.from_info(load_checkpoint("smlm")[1]).smlm["threshold"] == 0.0075
+    assert ModelDescription.from_info(load_checkpoint("smlm")[1]).smlm["threshold"] == 0.006
 
 
 def test_a_damaged_description_is_an_input_error():

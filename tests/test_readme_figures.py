@@ -25,6 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "benchmarks/README.md")
 TIED = ("pssr_em", "sim_dlsim", "sim_tsim_er", "sim_tirf_mt", "srrf_deepstorm")  # every script in realdata/
+SMLM = ("evaluate", "calibrated", "models")  # every script in smlm/
 MARKER = re.compile(r"^<!-- table: (?P<script>\S+\.py) (?P<name>[\w-]+) -->$")
 
 
@@ -53,7 +54,8 @@ def _block(document: str, after: int) -> str:
 
 def test_the_readmes_tie_tables_to_scripts():
     scripts = {script for _, _, script, _ in _markers()}
-    assert {f"benchmarks/realdata/{name}.py" for name in TIED} | {"benchmarks/peers/bench_peers.py"} <= scripts
+    assert {f"benchmarks/realdata/{name}.py" for name in TIED} | {f"benchmarks/smlm/{name}.py" for name in SMLM} \
+        | {"benchmarks/peers/bench_peers.py"} <= scripts
 
 
 @pytest.mark.parametrize(("document", "line", "script", "name"), _markers(),

@@ -267,6 +267,35 @@ def test_cli_simulate_from_a_mask_image(tmp_path):
     assert read_localizations(output / "ground_truth.csv")["y"].max() < 800.0
 
 
+def test_cli_simulate_draws_one_acquisition_of_a_range_by_its_seed(tmp_path):
+    def simulate(name: str, seed: int) -> tuple[str, np.ndarray]:
+        result = CliRunner().invoke(app, ["simulate", "-o", str(tmp_path / name), "--preset", "broad", "--frames", "3",
+                                          "--size", "24", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        return result.output, read_image(tmp_path / name / "stack.tif").data.compute()
+
+    first, again, other = simulate("a", 5), simulate("b", 5), simulate("c", 6)
+    assert first[0].replace("/a/", "/b/") == again[0] and np.array_equal(first[1], again[1])
+    assert first[0].splitlines()[0] != other[0].splitlines()[0]  # another camera, density, photons...
+    assert first[1].shape == (3, 24, 24)
+
+
+def test_cli_simulate_takes_the_settings_of_a_calibration_file(tmp_path):
+    (tmp_path / "simulation.yaml").write_text("preset: default\nsize: [24, 24]\ndensity: 8.0\nphotons: [700, 800]\n"
+                                              "threshold_criterion: jaccard  # training keys are ignored here\n")
+    result = CliRunner().invoke(app, ["simulate", "-o", str(tmp_path / "a"), "--frames", "40", "--seed", "2",
+                                      "--simulation", str(tmp_path / "simulation.yaml")])
+    assert result.exit_code == 0, result.output
+    truth = read_localizations(tmp_path / "a" / "ground_truth.csv")
+    assert read_image(tmp_path / "a" / "stack.tif").shape == (40, 24, 24)
+    assert 700 <= truth["intensity"].min() and truth["intensity"].max() <= 800
+    assert abs(len(truth) / 40 / (8.0 * 5.76) - 1) < 0.15  # 8 per µm² on 5.76 µm², Poisson over 40 frames
+    (tmp_path / "bad.yaml").write_text("density: -1\n")
+    result = CliRunner().invoke(app, ["simulate", "-o", str(tmp_path / "b"), "--simulation", str(tmp_path / "bad.yaml")])
+    assert isinstance(result.exception, InputError) and "--simulation" in str(result.exception)
+    assert "density" in str(result.exception) and not (tmp_path / "b").exists()
+
+
 def test_cli_simulate_bad_input(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["simulate", "-o", str(tmp_path / "a"), "--fwhm", "300", "200"])

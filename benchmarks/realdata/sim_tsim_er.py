@@ -10,7 +10,7 @@ model. Every image is normalised by its own 0.1/99.9 percentiles before PSNR (da
 SSIM and NRMSE; resolution is each image's decorrelation analysis, in output pixels (the files
 record no pixel size). From the project root::
 
-    microsr train configs/tsim_er.yaml -o tsim_er_model                     # 12 min on 2 cores
+    microsr train configs/tsim_er.yaml -o tsim_er_model                     # 400 steps, 4-10 min on 2 cores
     .venv/bin/python benchmarks/realdata/sim_tsim_er.py --model tsim_er_model
     .venv/bin/python benchmarks/realdata/sim_tsim_er.py --tables          # the README table from the JSON
 

@@ -25,17 +25,15 @@ weights (batch statistics, 8 frames per batch, the stack's min-max as input rang
 outputs' 99.99th percentile for k in 0.1, 0.15, 0.2, 0.3, 0.4; the best k is chosen on this very
 stack, so its figures are an ORACLE upper bound and labelled so).
 
-Usage (about 10 minutes on 2 shared cores)::
+Usage (about 10 minutes on 2 cores; the shared data is found as the tests find it)::
 
-    nice -n 19 .venv/bin/python benchmarks/smlm/evaluate.py [--data ../shared/data] \
-        [--json benchmarks/smlm/results_evaluate.json] [--model PATH]
+    .venv/bin/python benchmarks/smlm/evaluate.py [--model PATH]
+    .venv/bin/python benchmarks/smlm/evaluate.py --tables   # the README's tables from the JSON
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -56,6 +54,11 @@ from microsr.smlm.score import score
 from microsr.smlm.table import read_localizations
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import figures  # noqa: E402
+from figures import DATA, markdown_table  # noqa: E402
+
+RESULTS = HERE / "results_evaluate.json"
 FINE = 12.5
 HELDOUT_CAMERAS = {
     # Not a preset and not a training draw: an sCMOS (0.46 e-/count, 1.6 e- readout noise) and an EMCCD
@@ -118,17 +121,12 @@ def _dsir(stack: np.ndarray, truth: np.ndarray, weights: Path) -> dict:
     return {"thresholds": runs, "oracle_k": float(best), "oracle": runs[best], "image": image}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--json", type=Path, default=HERE / "results_evaluate.json")
-    parser.add_argument("--model", type=Path, default=pretrained_path("smlm"), help="the model scored as 'shipped'")
-    args = parser.parse_args()
-    models = {"shipped": args.model, "groundtruth_upper_bound": HERE / "smlm_groundtruth.safetensors"}
-    results: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                     "command": "nice -n 19 .venv/bin/python benchmarks/smlm/evaluate.py", "stacks": {}}
+def run(model: Path) -> dict:
+    """Every stack with both models, the images of the test stack and DSIR's published weights."""
+    models = {"shipped": model, "groundtruth_upper_bound": HERE / "smlm_groundtruth.safetensors"}
+    results: dict = {"command": ".venv/bin/python benchmarks/smlm/evaluate.py", "stacks": {}}
 
-    deepstorm = args.data / "deepstorm"
+    deepstorm = DATA / "deepstorm"
     stacks = {}
     if deepstorm.is_dir():
         stacks["deepstorm_test"] = (np.asarray(read_stack(deepstorm / "testStack_SimulatedMicrotubules.tif").data),
@@ -165,7 +163,7 @@ def main() -> None:
                 "deepstorm_own": _image_scores(recovery, reference),
                 "deepstorm_own_shifted_down_1px": _image_scores(np.roll(recovery, 1, axis=0), reference),
             }
-        weights = args.data / "dsir_leaxp" / "autoencoder_model.pt"
+        weights = DATA / "dsir_leaxp" / "autoencoder_model.pt"
         if weights.is_file():
             dsir = _dsir(stack, truth, weights)
             reference = render(truth, FINE, (512, 512), method="gaussian", sigma=20.0).astype(np.float64)
@@ -174,8 +172,59 @@ def main() -> None:
                 **dsir, "note": "threshold k x the outputs' 99.99th percentile; oracle = best k on this very stack "
                 "(an upper bound, chosen with the ground truth)"}
         results["deepstorm_test_images"] = images
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    return results
+
+
+_STACK_NAMES = {"deepstorm_test": "Deep-STORM test stack", "deepstorm_demo1": "Deep-STORM `ArtificialDataset_demo1`"}
+_MODEL_NAMES = {"shipped": "shipped (broad)", "groundtruth_upper_bound": "calibrated with the ground truth"}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def readme_tables(results: dict) -> dict[str, str]:
+    """README "SMLM": the stacks table, the test stack's images and DSIR's published weights."""
+    rows = []
+    for name, stack in results["stacks"].items():
+        label = f"{_STACK_NAMES.get(name, f'`{name}`')} ({round(stack['emitters_per_frame'])})"
+        for model, title in _MODEL_NAMES.items():
+            s = stack[model]
+            if name == "deepstorm_test" and model == "groundtruth_upper_bound":
+                title += " (upper bound)"
+            rows.append([label, title, _percent(s["recall_250"]), _percent(s["precision_250"]),
+                         _percent(s["jaccard_250"]), _percent(s["jaccard_100"]), f"{s['rmse_250']:.1f} nm",
+                         "yes" if s["warnings"] else "no"])
+    tables = {"stacks": markdown_table(["stack (emitters per frame)", "model", "recall", "precision", "Jaccard",
+                                        "Jaccard 100 nm", "RMSE", "warned"], rows, align="llrrrrrl")}
+    images = results.get("deepstorm_test_images")
+    if images:
+        names = {"microsr_shipped": "microsr, shipped model",
+                 "microsr_groundtruth_upper_bound": "microsr, calibrated with the ground truth (upper bound)",
+                 "deepstorm_own": "Deep-STORM's own (`Recovery_SimulatedMicrotubules.mat`)",
+                 "deepstorm_own_shifted_down_1px": "Deep-STORM's own, shifted one 12.5 nm pixel down",
+                 "dsir_published_weights": "DSIR's published weights (below; oracle threshold)"}
+        rows = [[names[key], f"{images['gt_20nm'][key]['pearson']:.3f}", f"{images['gt_20nm'][key]['psnr']:.1f} dB",
+                 f"{images['gt_12.5nm'][key]['pearson']:.3f}" if key in images["gt_12.5nm"] else "—"]
+                for key in names if key in images["gt_20nm"]]
+        tables["images"] = markdown_table(["reconstruction", "Pearson r (20 nm)", "PSNR (20 nm)",
+                                           "Pearson r (12.5 nm)"], rows, align="lrrr")
+    dsir = results.get("dsir_published_weights")
+    if dsir:
+        rows = [[f"k = {k}" + (" (oracle: best on this stack)" if float(k) == dsir["oracle_k"] else ""),
+                 _percent(s["recall_250"]), _percent(s["precision_250"]), _percent(s["jaccard_250"]),
+                 _percent(s["jaccard_100"]), f"{s['rmse_250']:.1f} nm"] for k, s in dsir["thresholds"].items()]
+        tables["dsir"] = markdown_table(["DSIR threshold (× 99.99th percentile)", "recall", "precision", "Jaccard",
+                                         "Jaccard 100 nm", "RMSE"], rows, align="lrrrrr")
+    return tables
+
+
+def main() -> None:
+    parser = figures.parser(__doc__)
+    parser.add_argument("--model", type=Path, default=None, help="the model scored as 'shipped' (default: it)")
+    args = parser.parse_args()
+    figures.publish(RESULTS, None if args.tables else lambda: run(args.model or pretrained_path("smlm")),
+                    readme_tables, __file__)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -39,9 +40,15 @@ RangeOption = tuple[float, float] | None
 def simulate(
     output: Annotated[Path, typer.Option("--output", "-o", help=f"Folder to create: {STACK_NAME} + {TRUTH_NAME}.")],
     preset: Annotated[
-        str, typer.Option(help="Starting settings: default, dsir or deepstorm-test (calibrated with the ground truth "
-                          "of Deep-STORM's test stack); the options below override them.")
+        str, typer.Option(help="Starting settings: default, dsir, deepstorm-test (calibrated with the ground truth "
+                          "of Deep-STORM's test stack) or broad (one acquisition drawn from the shipped model's "
+                          "training range by --seed); the options below override them.")
     ] = "default",
+    simulation: Annotated[
+        Path | None,
+        typer.Option(help="Simulation settings (YAML) from `microsr smlm calibrate`, instead of --preset: stacks "
+                     "like the calibrated one."),
+    ] = None,
     frames: Annotated[int, typer.Option(help="Number of frames.")] = 1000,
     size: Annotated[int | None, typer.Option(help="Frame side in pixels (square frames).")] = None,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Camera pixel size in nm.")] = None,
@@ -71,13 +78,15 @@ def simulate(
     The ground truth is a ThunderSTORM CSV (frame, x [nm], y [nm], sigma [nm],
     intensity [photon]; frames 1-based) of every emitter on in every frame.
     """
+    from microsr.config import simulation_config
     from microsr.simulate.smlm import SMLMSimulation, read_structure, write_stack
     from microsr.simulate.smlm import preset as named_preset
 
-    config = named_preset(preset)
+    config = (named_preset(preset) if simulation is None
+              else simulation_config(_read_simulation(simulation), f"--simulation {simulation}").settings())
     if not isinstance(config, SMLMSimulation):
-        raise InputError(f"--preset {preset}: a range of acquisitions for training; simulate one of "
-                         "default, dsir or deepstorm-test, with options for other settings.")
+        # A range of acquisitions (broad): the seed draws one from it, from a stream apart from the stack's.
+        config = config.draw(np.random.default_rng([1, seed]))
     mask_file = structure is not None and structure not in ("filaments", "uniform")
     if mask_file and not Path(structure).exists():
         raise InputError(f"--structure {structure!r}: neither filaments, uniform nor an existing image file.")

@@ -350,7 +350,7 @@ def write_simulation(
         + ("; only em_gain / photons_per_adu is measurable" if sim.em_gain else ""),
         f"read_noise: {sim.read_noise:.4g}  # electrons rms at the output; {c.read_noise}",
         "val_frames: 256  # simulated validation frames that choose the peak threshold",
-        "threshold_criterion: efficiency  # fixed before training: Jaccard and RMSE combined (Sage et al. 2019)",
+        "threshold_criterion: jaccard  # fixed before training: the Jaccard index of detections at threshold_radius",
         "threshold_radius: 250  # nm",
     ]
     path = Path(path)
