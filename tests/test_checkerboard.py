@@ -110,7 +110,7 @@ def test_new_models_record_the_blur_and_old_archs_rebuild_without_it(name):
     assert complete_arch({**old, "blur": True})["blur"] is True
 
 
-@pytest.mark.parametrize("shipped", ["sim_lowlight", "tirf9", "srrf5"])
+@pytest.mark.parametrize("shipped", ["sim_lowlight", "tirf9"])  # srrf5 was retrained since
 def test_shipped_models_rebuild_as_trained(shipped):
     restorer = load_model(shipped)
     assert "blur" not in restorer.info["arch"]  # saved before the blur existed

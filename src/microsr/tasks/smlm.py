@@ -22,7 +22,7 @@ from microsr.data.normalize import PercentileNormalizer
 from microsr.data.simulated import SimulatedFrames, simulation_normalizer
 from microsr.models import to_channels_last
 from microsr.runtime.precision import autocast
-from microsr.smlm.localize import PEAK_RADIUS, best_threshold, localize
+from microsr.smlm.localize import PEAK_RADIUS, choose_threshold, localize, threshold_scores
 from microsr.smlm.score import score
 
 __all__ = ["SMLMData", "smlm_data", "smlm_scores"]
@@ -67,10 +67,11 @@ def smlm_data(cfg: RunConfig) -> SMLMData:
 def smlm_scores(
     net: nn.Module, smlm: SMLMData, device: torch.device, dtype: torch.dtype, batch_size: int
 ) -> dict[str, float]:
-    """Best peak threshold on the validation frames, with its Jaccard index at 100 and 250 nm and lateral RMSE (nm).
+    """The peak threshold chosen on the validation frames, with its Jaccard index at 100 and 250 nm and lateral RMSE (nm).
 
-    The threshold maximises ``smlm.criterion`` at ``smlm.radius``; ``val_criterion`` is that
-    maximum, by which training keeps its best checkpoint.
+    The threshold is the highest within one standard error of the best ``smlm.criterion`` at
+    ``smlm.radius`` (:func:`~microsr.smlm.localize.best_threshold`); ``val_criterion`` is that
+    best value, by which training keeps its best checkpoint.
 
     Parameters
     ----------
@@ -93,10 +94,11 @@ def smlm_scores(
         with autocast(device, dtype):
             outputs.append(net(to_channels_last(inputs.to(device)))[:, 0].float().cpu())
     outputs = torch.cat(outputs).numpy()
-    threshold, result = best_threshold(outputs, smlm.truth, smlm.pixel_size, tolerance=smlm.radius,
-                                       criterion=smlm.criterion)
+    scores = threshold_scores(outputs, smlm.truth, smlm.pixel_size, tolerance=smlm.radius)
+    threshold, _ = choose_threshold(scores, smlm.criterion)
     table = localize(outputs, smlm.pixel_size, threshold, radius=PEAK_RADIUS)
     near, wide = (score(table, smlm.truth, radius) for radius in (100.0, 250.0))
     return {"threshold": threshold, "val_jaccard_100": near.jaccard, "val_jaccard_250": wide.jaccard,
             "val_rmse": wide.rmse_lateral, "val_precision_250": wide.precision, "val_recall_250": wide.recall,
-            "val_criterion": getattr(result, smlm.criterion)}
+            # The epoch's best achievable value: checkpoints are compared on their outputs, not on the threshold rule.
+            "val_criterion": max(float(np.nan_to_num(getattr(result, smlm.criterion))) for _, result in scores)}
