@@ -273,7 +273,8 @@ def choose_threshold(scores: list[tuple[float, LocalizationScore]],
     --------
     >>> from microsr.smlm.score import LocalizationScore
     >>> def result(tp, fp):  # 100 emitters
-    ...     return LocalizationScore(tp, fp, 100 - tp, tp / 100, tp / (tp + fp), tp / (100 + fp), 0.0, 0.0, 250.0)
+    ...     return LocalizationScore(tp, fp, 100 - tp, tp / 100, tp / (tp + fp), tp / (100 + fp), 0.0, 0.0, 250.0,
+    ...                              np.zeros((tp, 2), int))
     >>> choose_threshold([(0.01, result(90, 10)), (0.02, result(86, 3)), (0.03, result(60, 0))])[0]
     0.02
     """
