@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import figures  # noqa: E402
-from evaluate import DENSITIES, HELDOUT_CAMERAS, _run  # noqa: E402
+from evaluate import DENSITIES, HELDOUT_CAMERAS, _percent, _run  # noqa: E402
 from figures import markdown_table  # noqa: E402
 
 RESULTS = HERE / "results_calibrated.json"
@@ -68,10 +68,11 @@ def run(stack_name: str, steps: int) -> dict:
 def readme_tables(results: dict) -> dict[str, str]:
     """README "SMLM": the calibrated model's scores on its stack."""
     s = results["scores"]
-    row = [f"`{results['stack']}`", f"{results['steps']:,}", f"{s['threshold']:g}", f"{s['recall_250']:.1%}",
-           f"{s['precision_250']:.1%}", f"{s['jaccard_250']:.1%}", f"{s['jaccard_100']:.1%}", f"{s['rmse_250']:.1f} nm"]
+    row = [f"`{results['stack']}`", f"{results['steps']:,}", f"{s['threshold']:g}", _percent(s["recall_250"]),
+           _percent(s["precision_250"]), _percent(s["jaccard_250"]), _percent(s["jaccard_100"]),
+           f"{s['rmse_250']:.1f} nm"]
     header = ["stack", "steps", "threshold", "recall", "precision", "Jaccard", "Jaccard 100 nm", "RMSE"]
-    return {"calibrated": markdown_table(header, [[c.replace("%", " %") for c in row]], align="lrrrrrrr")}
+    return {"calibrated": markdown_table(header, [row], align="lrrrrrrr")}
 
 
 def main() -> None:
